@@ -1,0 +1,34 @@
+# Every target creates the virtualenv on its own: `make demo` and `make test`
+# work on a fresh machine that has only Python.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-all demo lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check src tests benchmarks
+
+demo: venv
+	$(PY) -m eventsnn.demo
+
+bench: venv
+	$(PY) benchmarks/event_core.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The event core: exact event-to-event simulation of CuBa-LIF networks."""

@@ -1,0 +1,145 @@
+"""The bounded event loop: layers one after another, recurrence within a layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+from .._validate import is_concrete
+from ..network import Layer, Network, Spikes
+from .spike_time import NewtonSolver, SpikeTimeSolver
+from .step import Arrivals, LayerState, initial_state, step
+
+
+class SimulationResult(eqx.Module):
+    """Spikes of every layer with the status of the run.
+
+    Attributes:
+        layers: one `Spikes` per layer, ``[..., max_spikes]``, sorted by time (ties by
+            index), padded with ``inf`` / ``-1``.
+        counts: spikes emitted per layer, ``[..., n_layers]``. Where a budget overflowed it
+            equals the budget: the simulation of that layer stopped there.
+        overflow: ``[..., n_layers]``, True where a layer reached its spike budget and a
+            further spike was due before ``t_max``.
+    """
+
+    layers: tuple[Spikes, ...]
+    counts: Int[Array, "... layers"]
+    overflow: Bool[Array, "... layers"]
+
+    @property
+    def output(self) -> Spikes:
+        return self.layers[-1]
+
+    def raise_if_overflow(self, max_spikes: Sequence[int]) -> None:
+        """Raise RuntimeError naming the layer when a spike budget was exceeded."""
+        if not is_concrete(self.overflow):
+            return
+        over = np.asarray(self.overflow).reshape(-1, len(self.layers)).any(axis=0)
+        if over.any():
+            k = int(np.argmax(over))
+            raise RuntimeError(
+                f"layer {k} emitted more than max_spikes={max_spikes[k]} spikes before t_max; "
+                f"its simulation stopped there. Increase max_spikes (e.g. to {4 * max_spikes[k]})."
+            )
+
+
+def layer_arrivals(inputs: Spikes, delay: float) -> Arrivals:
+    """Sort one sample's presynaptic spikes by time (ties by source) and add the delay."""
+    order = jnp.lexsort((inputs.indices, inputs.times))
+    return Arrivals(inputs.times[order] + delay, inputs.indices[order])
+
+
+def simulate_layer(
+    layer: Layer, inputs: Spikes, t_max, max_spikes: int, solver: SpikeTimeSolver
+) -> LayerState:
+    """Run one layer of one sample to ``t_max`` (or until its spike budget overflows)."""
+    arrivals = layer_arrivals(inputs, layer.delay)
+    state = initial_state(layer, max_spikes, arrivals.times.dtype)
+    return jax.lax.while_loop(
+        lambda s: ~s.done, lambda s: step(layer, arrivals, s, t_max, solver), state
+    )
+
+
+def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver) -> SimulationResult:
+    records, counts, overflow = [], [], []
+    for layer, budget in zip(network.layers, budgets):
+        final = simulate_layer(layer, inputs, t_max, budget, solver)
+        inputs = Spikes(final.out_times, final.out_indices)
+        records.append(inputs)
+        counts.append(final.count)
+        overflow.append(final.overflow)
+    return SimulationResult(tuple(records), jnp.stack(counts), jnp.stack(overflow))
+
+
+@eqx.filter_jit
+def _simulate_batch(network: Network, inputs: Spikes, t_max, budgets, solver) -> SimulationResult:
+    def one(x):
+        return _simulate_sample(network, x, t_max, budgets, solver)
+
+    return jax.vmap(one)(inputs) if inputs.times.ndim == 2 else one(inputs)
+
+
+def _budgets(max_spikes, n_layers: int) -> tuple[int, ...]:
+    if isinstance(max_spikes, (int, np.integer)):
+        max_spikes = (int(max_spikes),) * n_layers
+    max_spikes = tuple(max_spikes)
+    if len(max_spikes) != n_layers or not all(
+        isinstance(m, (int, np.integer)) and m >= 1 for m in max_spikes
+    ):
+        raise ValueError(
+            f"max_spikes must be a positive int or one positive int per layer ({n_layers}), "
+            f"got {max_spikes!r}."
+        )
+    return tuple(int(m) for m in max_spikes)
+
+
+def simulate(
+    network: Network,
+    inputs: Spikes,
+    *,
+    t_max: float,
+    max_spikes: int | Sequence[int] = 64,
+    solver: SpikeTimeSolver = NewtonSolver(),
+    check_overflow: bool = True,
+) -> SimulationResult:
+    """Simulate a network exactly, from event to event.
+
+    Args:
+        network: the layers to run.
+        inputs: input spikes, ``times`` (s) and channel ``indices`` of shape ``[k]`` for one
+            sample or ``[batch, k]`` for a batch (vmapped). Unsorted is fine; pad with
+            ``time = inf``. Times must be >= 0 and not NaN.
+        t_max: simulation horizon (s). Spikes after it are not emitted.
+        max_spikes: spike budget per layer and sample (int, or one per layer).
+        solver: the threshold-crossing solver (`NewtonSolver` for any ratio,
+            `QuadraticSolver` for ``tau_mem = 2 tau_syn``).
+        check_overflow: raise RuntimeError when a budget was exceeded (only outside jit;
+            inside, inspect ``result.overflow``).
+
+    Returns:
+        A `SimulationResult` with leading batch dimension where the inputs had one.
+    """
+    budgets = _budgets(max_spikes, len(network.layers))
+    if inputs.times.ndim not in (1, 2):
+        raise ValueError(
+            f"inputs.times must have shape [k] or [batch, k], got {tuple(inputs.times.shape)}."
+        )
+    inputs.validate(network.input_size)
+    if is_concrete(t_max) and not (np.isfinite(t_max) and t_max > 0):
+        raise ValueError(f"t_max must be a finite positive number of seconds, got {t_max!r}.")
+    for k, layer in enumerate(network.layers):
+        solver.check(layer.params.tau_mem, layer.params.tau_syn, f"layers[{k}]")
+
+    dtype = network.layers[0].weights.dtype
+    inputs = Spikes(inputs.times.astype(dtype), inputs.indices)
+    t_max = jnp.asarray(t_max, dtype)
+    result = _simulate_batch(network, inputs, t_max, budgets, solver)
+    if check_overflow:
+        result.raise_if_overflow(budgets)
+    return result

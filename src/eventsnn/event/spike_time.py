@@ -1,0 +1,148 @@
+"""Next-threshold-crossing solvers.
+
+For one inter-event interval, ``f(t) = u(t) - theta`` is a constant plus two exponentials,
+so ``f'`` has at most one zero: ``f`` is monotone on ``[0, t_e]`` and on ``[t_e, T]``,
+where ``t_e`` is the extremum (closed form, `neuron.extremum_time`). The first upward
+crossing is therefore bracketed by ``[0, t_e]`` when ``f(t_e) >= 0``, else by
+``[t_e, T]`` when ``f(T) >= 0``; otherwise there is none before the horizon ``T``.
+
+Solvers find the root to machine precision without gradients; `first_crossing` then
+attaches the exact derivative by the implicit function theorem,
+``dt*/dp = -(df/dp) / f'(t*)``, so spike times are differentiable in every parameter and
+in the state at the interval start. At a grazing crossing ``f'(t*) -> 0``: the slope is
+floored at ``SLOPE_FLOOR * max(|theta|, 1) / tau_mem`` so derivatives stay finite.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..neuron import du_dt, extremum_time, propagate
+
+SLOPE_FLOOR = 1e-6
+
+
+class SpikeTimeSolver(eqx.Module):
+    """Finds the first time in ``[0, horizon]`` at which ``u`` reaches ``theta`` from below.
+
+    Subclasses implement `root`; they are called through `first_crossing`.
+    """
+
+    @abc.abstractmethod
+    def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
+        """Crossing time (s) from the interval start, +inf if none, all arrays ``[n]``.
+
+        Callers guarantee ``u0 < theta``. Values only: not differentiated.
+        """
+
+    def check(self, tau_mem, tau_syn, name: str) -> None:
+        """Raise ValueError if this solver cannot handle these time constants."""
+
+
+class NewtonSolver(SpikeTimeSolver):
+    """Any ``tau_mem/tau_syn`` ratio: bracket by the extremum, then safeguarded Newton.
+
+    Each iteration takes the Newton step from the current point when it stays inside the
+    bracket, else bisects, and shrinks the bracket by the sign of ``f``. Stops when every
+    neuron's step is below a few ulps of the time, or after `max_steps`.
+    """
+
+    max_steps: int = eqx.field(static=True, default=64)
+
+    def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
+        def f(t):
+            return propagate(u0, i0, t, tau_mem, tau_syn)[0] - theta
+
+        t_e = jnp.clip(extremum_time(u0, i0, tau_mem, tau_syn), 0.0, horizon)
+        f_e, f_end = f(t_e), f(horizon)
+        rising = f_e >= 0
+        found = (rising | (f_end >= 0)) & (horizon >= 0)
+        lo = jnp.where(rising, 0.0, t_e)
+        hi = jnp.where(rising, t_e, horizon)
+        f_lo = jnp.where(rising, -theta + u0, f_e)
+        f_hi = jnp.where(rising, f_e, f_end)
+        # Start from the secant point: already close for nearly linear stretches.
+        width = hi - lo
+        frac = jnp.where(found & (f_hi > f_lo), -f_lo / jnp.where(f_hi > f_lo, f_hi - f_lo, 1), 0.5)
+        x0 = lo + jnp.clip(frac, 0.0, 1.0) * width
+        tol = 4 * jnp.finfo(x0.dtype).eps * jnp.maximum(jnp.abs(horizon), tau_mem)
+
+        def body(carry):
+            k, lo, hi, x, _ = carry
+            u, i = propagate(u0, i0, x, tau_mem, tau_syn)
+            fx = u - theta
+            lo = jnp.where(fx < 0, x, lo)
+            hi = jnp.where(fx < 0, hi, x)
+            slope = du_dt(u, i, tau_mem)
+            step_ok = slope != 0
+            newton = x - fx / jnp.where(step_ok, slope, 1.0)
+            inside = step_ok & (newton > lo) & (newton < hi)
+            x_new = jnp.where(inside, newton, 0.5 * (lo + hi))
+            moving = found & (jnp.abs(x_new - x) > tol) & (hi - lo > tol)
+            return k + 1, lo, hi, jnp.where(found, x_new, x), moving
+
+        def cond(carry):
+            k, *_, moving = carry
+            return (k < self.max_steps) & jnp.any(moving)
+
+        init = (0, lo, hi, x0, found)
+        _, lo, hi, x, _ = jax.lax.while_loop(cond, body, init)
+        # Report the bracket end at or above threshold: the spike never comes early.
+        return jnp.where(found, jnp.where(f(x) >= 0, x, hi), jnp.inf)
+
+
+class QuadraticSolver(SpikeTimeSolver):
+    """Closed form for ``tau_mem = 2 tau_syn``: with ``x = exp(-t/tau_mem)``,
+    ``u = (u0 + I0) x - I0 x^2`` and the crossing is the largest root ``x`` in
+    ``[exp(-T/tau_mem), 1]``. Refuses networks with another ratio.
+    """
+
+    def check(self, tau_mem, tau_syn, name: str) -> None:
+        from .._validate import check_values
+
+        check_values(
+            f"{name}.tau_syn",
+            tau_syn,
+            jnp.abs(tau_mem - 2 * tau_syn) <= 1e-9 * tau_mem,
+            "must be exactly tau_mem / 2 for QuadraticSolver; use NewtonSolver for other ratios",
+        )
+
+    def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
+        a, b, c = -i0, u0 + i0, -theta  # a x^2 + b x + c = 0
+        disc = b * b - 4 * a * c
+        sq = jnp.sqrt(jnp.maximum(disc, 0.0))
+        q = -0.5 * (b + jnp.where(b >= 0, sq, -sq))
+        q_safe = jnp.where(q == 0, 1.0, q)
+        a_safe = jnp.where(a == 0, 1.0, a)
+        roots = jnp.stack([jnp.where(a == 0, -jnp.inf, q / a_safe), jnp.where(q == 0, -jnp.inf, c / q_safe)])
+        x_min = jnp.exp(-jnp.maximum(horizon, 0.0) / tau_mem)
+        valid = (disc >= 0) & (roots <= 1.0) & (roots >= x_min) & (roots > 0) & (horizon >= 0)
+        x = jnp.max(jnp.where(valid, roots, -jnp.inf), axis=0)
+        x_safe = jnp.where(x > 0, x, 1.0)
+        return jnp.where(x > 0, jnp.maximum(-tau_mem * jnp.log(x_safe), 0.0), jnp.inf)
+
+
+def first_crossing(solver: SpikeTimeSolver, u0, i0, theta, tau_mem, tau_syn, horizon):
+    """First time (s, from the interval start) at which ``u`` reaches ``theta``; +inf if
+    none within ``horizon``; 0 if ``u0 >= theta`` already.
+
+    Differentiable: the value comes from `solver` without gradients, the derivative from
+    the implicit function theorem at the crossing.
+    """
+    at_once = u0 >= theta
+    args = jax.lax.stop_gradient((u0, i0, theta, tau_mem, tau_syn, horizon))
+    u_below = jnp.where(at_once, args[2] - 1.0, args[0])  # keep the solver's premise
+    t_star = solver.root(u_below, *args[1:])
+    t_star = jnp.where(at_once, 0.0, t_star)
+    spikes = jnp.isfinite(t_star) & ~at_once
+    t_safe = jnp.where(spikes, t_star, 0.0)
+    u, i = propagate(u0, i0, t_safe, tau_mem, tau_syn)
+    slope = jax.lax.stop_gradient(du_dt(u, i, tau_mem))
+    floor = SLOPE_FLOOR * jnp.maximum(jnp.abs(args[2]), 1.0) / args[3]
+    correction = -(u - theta) / jnp.maximum(slope, floor)
+    correction = jnp.where(spikes, correction - jax.lax.stop_gradient(correction), 0.0)
+    return t_star + correction

@@ -1,0 +1,150 @@
+"""One event of a layer: find the next event, integrate to it, apply the discontinuity.
+
+The state of a layer at time ``t`` (after every event at ``t`` has been applied) holds each
+neuron's ``V``, ``I`` and the end of its refractory period. A refractory neuron's ``V`` is
+``v_reset``; from the end of its refractory period on it follows the closed form again, so
+that moment needs no event of its own.
+
+Events, earliest first (at equal times: spikes, then arrivals from the layer's inputs, then
+delayed recurrent arrivals; in CuBa-LIF ``V`` is continuous, so the order of simultaneous
+events cannot change who spikes):
+
+* a threshold crossing: the neuron spikes, ``V = v_reset`` for ``t_refrac``; with zero delay
+  its recurrent row jumps ``I`` at once. Other neurons that cross at exactly the same time
+  are marked pending and spike at that same time in the next steps (ties by index).
+* an input arrival (presynaptic spike + delay): ``I += W[source]``.
+* a delayed recurrent arrival (own spike + delay): ``I += W_rec[source]``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from ..network import Layer
+from ..neuron import propagate
+from .spike_time import SpikeTimeSolver, first_crossing
+
+
+class LayerState(NamedTuple):
+    """Carry of the event loop for one layer and one sample (``n`` neurons, ``M`` records)."""
+
+    t: Float[Array, ""]
+    v: Float[Array, " n"]
+    i: Float[Array, " n"]
+    refractory_until: Float[Array, " n"]
+    pending: Bool[Array, " n"]
+    input_ptr: Int[Array, ""]
+    recurrent_ptr: Int[Array, ""]
+    out_times: Float[Array, " M"]
+    out_indices: Int[Array, " M"]
+    count: Int[Array, ""]
+    overflow: Bool[Array, ""]
+    done: Bool[Array, ""]
+
+
+class Arrivals(NamedTuple):
+    """Input spikes of one layer, sorted by arrival time (spike time + delay)."""
+
+    times: Float[Array, " K"]
+    sources: Int[Array, " K"]
+
+
+def initial_state(layer: Layer, max_spikes: int, dtype) -> LayerState:
+    n = layer.size
+    p = layer.params
+    zero = jnp.zeros((), dtype)
+    return LayerState(
+        t=zero,
+        v=p.v_leak.astype(dtype),
+        i=jnp.zeros((n,), dtype),
+        refractory_until=jnp.full((n,), -jnp.inf, dtype),
+        pending=jnp.zeros((n,), bool),
+        input_ptr=jnp.zeros((), jnp.int32),
+        recurrent_ptr=jnp.zeros((), jnp.int32),
+        out_times=jnp.full((max_spikes,), jnp.inf, dtype),
+        out_indices=jnp.full((max_spikes,), -1, jnp.int32),
+        count=jnp.zeros((), jnp.int32),
+        overflow=jnp.zeros((), bool),
+        done=jnp.zeros((), bool),
+    )
+
+
+def _advance(layer: Layer, s: LayerState, t_new):
+    """``(V, I)`` of every neuron at ``t_new >= s.t`` without events in between."""
+    p = layer.params
+    start = jnp.clip(s.refractory_until, s.t, t_new)  # refractory neurons resume here
+    i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
+    u, _ = propagate(s.v - p.v_leak, i_start, t_new - start, p.tau_mem, p.tau_syn)
+    v = jnp.where(t_new > start, p.v_leak + u, s.v)  # exact when no time passes
+    return v, s.i * jnp.exp(-(t_new - s.t) / p.tau_syn)
+
+
+def crossing_times(layer: Layer, s: LayerState, t_max, solver: SpikeTimeSolver):
+    """Absolute time (s) of each neuron's next threshold crossing, +inf if none by t_max."""
+    p = layer.params
+    start = jnp.maximum(s.t, s.refractory_until)
+    i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
+    dt = first_crossing(
+        solver, s.v - p.v_leak, i_start, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, t_max - start
+    )
+    return jnp.where(s.pending, s.t, start + dt)
+
+
+def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> LayerState:
+    """Process the next event; a no-op once `s.done`."""
+    n_in, capacity = arrivals.times.shape[0], s.out_times.shape[0]
+    delayed_recurrence = layer.recurrent_weights is not None and layer.delay > 0
+
+    crossing = crossing_times(layer, s, t_max, solver)
+    spiker = jnp.argmin(crossing).astype(jnp.int32)
+    t_spike = crossing[spiker]
+    t_input = jnp.where(s.input_ptr < n_in, arrivals.times[jnp.minimum(s.input_ptr, n_in - 1)], jnp.inf)
+    if delayed_recurrence:
+        ptr = jnp.minimum(s.recurrent_ptr, capacity - 1)
+        t_recur = jnp.where(s.recurrent_ptr < s.count, s.out_times[ptr] + layer.delay, jnp.inf)
+    else:
+        t_recur = jnp.asarray(jnp.inf, s.t.dtype)
+
+    t_next = jnp.minimum(t_spike, jnp.minimum(t_input, t_recur))
+    active = ~s.done & (t_next <= t_max)
+    is_spike = active & (t_spike <= t_input) & (t_spike <= t_recur)
+    full = is_spike & (s.count >= capacity)
+    active = active & ~full
+    is_spike = is_spike & ~full
+    is_input = active & ~is_spike & (t_input <= t_recur)
+    is_recur = active & ~is_spike & ~is_input
+
+    t_safe = jnp.where(active, t_next, s.t)  # no inf/NaN in untaken branches
+    v, i = _advance(layer, s, t_safe)
+
+    jump = jnp.where(is_input, layer.weights[arrivals.sources[jnp.minimum(s.input_ptr, n_in - 1)]], 0.0)
+    if layer.recurrent_weights is not None:
+        if delayed_recurrence:
+            src = s.out_indices[jnp.minimum(s.recurrent_ptr, capacity - 1)]
+            jump = jump + jnp.where(is_recur, layer.recurrent_weights[src], 0.0)
+        else:
+            jump = jump + jnp.where(is_spike, layer.recurrent_weights[spiker], 0.0)
+    i = i + jump
+
+    p = layer.params
+    fires = is_spike & (jnp.arange(layer.size) == spiker)
+    v = jnp.where(fires, p.v_reset, v)
+    slot = jnp.minimum(s.count, capacity - 1)
+    new = LayerState(
+        t=t_safe,
+        v=v,
+        i=i,
+        refractory_until=jnp.where(fires, t_safe + p.t_refrac, s.refractory_until),
+        pending=is_spike & (crossing == t_spike) & ~fires,
+        input_ptr=s.input_ptr + is_input,
+        recurrent_ptr=s.recurrent_ptr + is_recur,
+        out_times=s.out_times.at[slot].set(jnp.where(is_spike, t_safe, s.out_times[slot])),
+        out_indices=s.out_indices.at[slot].set(jnp.where(is_spike, spiker, s.out_indices[slot])),
+        count=s.count + is_spike,
+        overflow=s.overflow | full,
+        done=s.done | ~active,
+    )
+    return new
