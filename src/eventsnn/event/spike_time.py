@@ -51,7 +51,7 @@ class NewtonSolver(SpikeTimeSolver):
     neuron's step is below a few ulps of the time, or after `max_steps`.
     """
 
-    max_steps: int = eqx.field(static=True, default=64)
+    max_steps: int = eqx.field(static=True, default=32)
 
     def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
         def f(t):
@@ -76,12 +76,11 @@ class NewtonSolver(SpikeTimeSolver):
             u, i = propagate(u0, i0, x, tau_mem, tau_syn)
             fx = u - theta
             lo = jnp.where(fx < 0, x, lo)
-            hi = jnp.where(fx < 0, hi, x)
-            slope = du_dt(u, i, tau_mem)
-            step_ok = slope != 0
-            newton = x - fx / jnp.where(step_ok, slope, 1.0)
-            inside = step_ok & (newton > lo) & (newton < hi)
-            x_new = jnp.where(inside, newton, 0.5 * (lo + hi))
+            hi = jnp.where(fx > 0, x, hi)
+            slope = du_dt(u, i, tau_mem)  # >= 0 on the rising branch
+            newton = x - fx / jnp.where(slope > 0, slope, 1.0)
+            inside = (slope > 0) & (newton >= lo) & (newton <= hi)
+            x_new = jnp.where(fx == 0, x, jnp.where(inside, newton, 0.5 * (lo + hi)))
             moving = found & (jnp.abs(x_new - x) > tol) & (hi - lo > tol)
             return k + 1, lo, hi, jnp.where(found, x_new, x), moving
 
@@ -89,10 +88,8 @@ class NewtonSolver(SpikeTimeSolver):
             k, *_, moving = carry
             return (k < self.max_steps) & jnp.any(moving)
 
-        init = (0, lo, hi, x0, found)
-        _, lo, hi, x, _ = jax.lax.while_loop(cond, body, init)
-        # Report the bracket end at or above threshold: the spike never comes early.
-        return jnp.where(found, jnp.where(f(x) >= 0, x, hi), jnp.inf)
+        _, _, _, x, _ = jax.lax.while_loop(cond, body, (0, lo, hi, x0, found))
+        return jnp.where(found, x, jnp.inf)
 
 
 class QuadraticSolver(SpikeTimeSolver):
