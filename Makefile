@@ -22,10 +22,10 @@ test-all: venv
 	$(PY) -m pytest -q
 
 lint: venv
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tasks
 
 demo: venv
-	$(PY) -m eventsnn.demo
+	$(PY) -m tasks.simulate_example
 
 bench: venv
 	$(PY) benchmarks/event_core.py

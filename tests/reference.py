@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
+from functools import partial
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -36,6 +36,7 @@ from scipy.optimize import brentq
 
 #: crossings of other neurons this close (s) after an event are treated as simultaneous
 TIE_WINDOW = 1e-13
+_EPS4 = 4 * np.finfo(np.float64).eps
 
 
 def _as_vec(x, n):
@@ -90,6 +91,11 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
     ]
     assert np.all(tau_mem > 0) and np.all(tau_syn > 0) and np.all(v_reset < v_th)
 
+    def rhs(_, y, mask):
+        """The ODE; ``mask`` is 0 for refractory neurons (V held at v_reset)."""
+        vv, ii = y[:n_total], y[n_total:]
+        return np.concatenate([mask * (ii - (vv - v_leak)) / tau_mem, -ii / tau_syn])
+
     # arrival queue: (time, seq, layer, weight row); rows of a layer add to its I
     queue: list = []
     seq = itertools.count()
@@ -103,8 +109,8 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
         if np.isfinite(t_in):
             push(float(t_in) + delays[0], 0, weights[0][int(c)])
 
-    V = v_leak.copy()
-    I = np.zeros(n_total)
+    v = v_leak.copy()
+    cur = np.zeros(n_total)  # synaptic currents I
     refrac_until = np.full(n_total, -np.inf)  # refractory while t < refrac_until
     spike_t: list[list[float]] = [[] for _ in layers]
     spike_i: list[list[int]] = [[] for _ in layers]
@@ -118,7 +124,7 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
             spike_t[k].append(t)
             spike_i[k].append(j)
             diag["end_gap"] = min(diag["end_gap"], t_max - t)
-            V[g] = v_reset[g]
+            v[g] = v_reset[g]
             refrac_until[g] = t + t_refrac[g] if t_refrac[g] > 0 else -np.inf
             if k + 1 < len(layers):
                 push(t + delays[k + 1], k + 1, weights[k + 1][j])
@@ -130,18 +136,18 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
         if not queue or queue[0][0] > t:
             return
         active = refrac_until <= t
-        slope_before = (I - (V - v_leak)) / tau_mem
+        slope_before = (cur - (v - v_leak)) / tau_mem
         while queue and queue[0][0] <= t:
             _, _, k, row = heapq.heappop(queue)
-            I[offsets[k]:offsets[k + 1]] += row
-        slope_after = (I - (V - v_leak)) / tau_mem
+            cur[offsets[k]:offsets[k + 1]] += row
+        slope_after = (cur - (v - v_leak)) / tau_mem
         kink = active & (slope_before > 0) & (slope_after <= 0)
         if kink.any():
-            diag["margin"] = min(diag["margin"], float(np.min((v_th - V)[kink])))
+            diag["margin"] = min(diag["margin"], float(np.min((v_th - v)[kink])))
 
     # tonic neurons: already at/above threshold at t = 0
     t = 0.0
-    emit(0.0, np.flatnonzero(V >= v_th))
+    emit(0.0, np.flatnonzero(v >= v_th))
 
     while True:
         apply_arrivals(t)
@@ -159,15 +165,8 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
             t = max(t, t_next)
             continue
 
-        mask = active.astype(np.float64)
-        vl, tm, ts = v_leak, tau_mem, tau_syn
-
-        def rhs(_, y, mask=mask):
-            v, i = y[:n_total], y[n_total:]
-            return np.concatenate([mask * (i - (v - vl)) / tm, -i / ts])
-
         act = np.flatnonzero(active)
-        rising = act[(I[act] - (V[act] - vl[act])) > 0]
+        rising = act[(cur[act] - (v[act] - v_leak[act])) > 0]
         events = []
         for g in act:
             def cross(_, y, g=g):
@@ -176,13 +175,14 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
             events.append(cross)
         for g in rising:
             def peak(_, y, g=g):
-                return y[n_total + g] - (y[g] - vl[g])
+                return y[n_total + g] - (y[g] - v_leak[g])
             peak.terminal, peak.direction = False, -1.0
             events.append(peak)
 
-        y0 = np.concatenate([V, I])
-        sol = solve_ivp(rhs, (t, t_next), y0, method="DOP853", rtol=rtol, atol=atol,
-                        events=events, dense_output=True)
+        y0 = np.concatenate([v, cur])
+        sol = solve_ivp(partial(rhs, mask=active.astype(float)), (t, t_next), y0,
+                        method="DOP853", rtol=rtol, atol=atol, events=events,
+                        dense_output=True)
         assert sol.success, sol.message
         diag["n_intervals"] += 1
 
@@ -199,8 +199,9 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
                     continue
                 if ym[g] >= v_th[g] and g != hit:
                     # up-and-down inside one solver step: V increasing on [t, tm_]
-                    f = lambda s, g=g: sol.sol(s)[g] - v_th[g]
-                    missed.append((brentq(f, t, tm_, xtol=1e-17, rtol=4e-16), g))
+                    def f(s, g=g, dense=sol.sol):
+                        return dense(s)[g] - v_th[g]
+                    missed.append((brentq(f, t, tm_, xtol=1e-18, rtol=_EPS4), g))
                 elif ym[g] < v_th[g]:
                     diag["margin"] = min(diag["margin"], float(v_th[g] - ym[g]))
         if missed:
@@ -208,20 +209,20 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
             if hit is None or tc < t_stop:
                 t_stop, y_stop, hit = tc, sol.sol(tc), g
 
-        V, I = y_stop[:n_total].copy(), y_stop[n_total:].copy()
+        v, cur = y_stop[:n_total].copy(), y_stop[n_total:].copy()
         t = t_stop
         if hit is None:  # reached the breakpoint
             if t >= t_max:
-                dv = (I - (V - v_leak)) / tau_mem
+                dv = (cur - (v - v_leak)) / tau_mem
                 up = active & (dv > 0)
                 if up.any():
                     diag["end_gap"] = min(diag["end_gap"],
-                                          float(np.min((v_th - V)[up] / dv[up])))
+                                          float(np.min((v_th - v)[up] / dv[up])))
             continue
 
         # the crossing neuron, plus any active neuron reaching threshold within TIE_WINDOW
-        dv = (I - (V - v_leak)) / tau_mem
-        near = active & ((V >= v_th) | (v_th - V <= np.maximum(dv, 0.0) * TIE_WINDOW))
+        dv = (cur - (v - v_leak)) / tau_mem
+        near = active & ((v >= v_th) | (v_th - v <= np.maximum(dv, 0.0) * TIE_WINDOW))
         near[hit] = True
         crossing = np.flatnonzero(near)
         diag["min_slope"] = min(diag["min_slope"], float(np.min(dv[crossing])))
@@ -236,16 +237,3 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
     diag["n_spikes"] = [len(s[0]) for s in spikes]
     return spikes, diag
 
-
-def psp_peak(tau_mem, tau_syn):
-    """Peak of the PSP kernel k(t) for a unit current jump (closed form, for test design).
-
-    ``k(t) = tau_s/(tau_m - tau_s) (exp(-t/tau_m) - exp(-t/tau_s))``, peak at
-    ``t* = ln(tau_m/tau_s) tau_m tau_s/(tau_m - tau_s)``; ``k = t/tau e^{-t/tau}`` peaks at
-    ``1/e`` when equal.
-    """
-    if math.isclose(tau_mem, tau_syn, rel_tol=1e-12):
-        return tau_mem, 1.0 / math.e
-    t_star = math.log(tau_mem / tau_syn) * tau_mem * tau_syn / (tau_mem - tau_syn)
-    k = tau_syn / (tau_mem - tau_syn) * (math.exp(-t_star / tau_mem) - math.exp(-t_star / tau_syn))
-    return t_star, k

@@ -13,12 +13,20 @@ NET = {
     "input_size": 2,
     "layers": [
         {
-            "size": 3, "tau_mem": 0.01, "tau_syn": 0.005, "v_th": 1.0, "t_refrac": 0.001,
+            "size": 3,
+            "tau_mem": 0.01,
+            "tau_syn": 0.005,
+            "v_th": 1.0,
+            "t_refrac": 0.001,
             "weights": [[4.5, 5.0, 0.5], [4.5, 5.0, 6.0]],
             "recurrent_weights": [[0, 0.5, 0], [0, 0, 0], [0, 0, 0]],
         },
         {
-            "size": 2, "tau_mem": [0.01, 0.02], "tau_syn": 0.01, "v_th": 1.0, "delay": 0.001,
+            "size": 2,
+            "tau_mem": [0.01, 0.02],
+            "tau_syn": 0.01,
+            "v_th": 1.0,
+            "delay": 0.001,
             "weights": [[3, 2], [3, 2], [3, 2]],
         },
     ],
@@ -32,7 +40,9 @@ def run(tmp_path, doc, *args):
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     return subprocess.run(
         [sys.executable, "-m", "eventsnn", "simulate", str(path), *args],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -126,7 +136,10 @@ def test_malformed_file_exits_2_naming_the_field(tmp_path, path, value, field):
 
 @pytest.mark.parametrize(
     ("text", "field"),
-    [("{not json", "not valid JSON"), (json.dumps(NET).replace("0.001]", "NaN]"), "inputs[0].times")],
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps(NET).replace("0.001]", "NaN]"), "inputs[0].times"),
+    ],
 )
 def test_unparseable_or_nan_file_exits_2(tmp_path, text, field):
     proc = run(tmp_path, text)

@@ -1,6 +1,7 @@
 """eventsnn: event-driven, continuous-time spiking neural networks with exact gradients."""
 
 from .event.simulate import SimulationResult as SimulationResult
+from .event.simulate import default_solver as default_solver
 from .event.simulate import simulate as simulate
 from .event.spike_time import NewtonSolver as NewtonSolver
 from .event.spike_time import QuadraticSolver as QuadraticSolver

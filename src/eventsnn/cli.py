@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("network", help="network file (JSON, see network-spec.md)")
     sim.add_argument("--out", help="write the result here instead of standard output")
     sim.add_argument(
-        "--dtype", choices=("float64", "float32"), default="float64",
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
         help="floating-point precision of the simulation (default: float64)",
     )
     return parser

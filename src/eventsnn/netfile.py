@@ -21,8 +21,16 @@ from .neuron import LIFParams
 DEFAULT_MAX_SPIKES = 256
 _TOP_FIELDS = {"t_max", "input_size", "layers", "inputs", "max_spikes", "loss"}
 _LAYER_FIELDS = {
-    "size", "tau_mem", "tau_syn", "v_th", "v_reset", "v_leak", "t_refrac",
-    "delay", "weights", "recurrent_weights",
+    "size",
+    "tau_mem",
+    "tau_syn",
+    "v_th",
+    "v_reset",
+    "v_leak",
+    "t_refrac",
+    "delay",
+    "weights",
+    "recurrent_weights",
 }
 _LOSS_FIELDS = {"first_spike_coefficients", "all_spike_coefficients"}
 
@@ -102,7 +110,9 @@ def _check_keys(obj, field: str, allowed: set[str], required: tuple[str, ...]):
     prefix = f"{field}." if field else ""
     for key in obj:
         if key not in allowed:
-            _fail(f"{prefix}{key}", f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+            _fail(
+                f"{prefix}{key}", f"unknown field (expected one of: {', '.join(sorted(allowed))})"
+            )
     for key in required:
         if key not in obj:
             _fail(f"{prefix}{key}", "is required but missing")
@@ -152,7 +162,10 @@ def _inputs(obj, input_size: int, dtype) -> Spikes:
             _fail(f"{name}.indices", f"must have the same length as times ({k}), got {len(idx)}")
         for j, i in enumerate(idx):
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < input_size:
-                _fail(f"{name}.indices[{j}]", f"must be an integer in [0, {input_size - 1}], got {json.dumps(i)}")
+                _fail(
+                    f"{name}.indices[{j}]",
+                    f"must be an integer in [0, {input_size - 1}], got {json.dumps(i)}",
+                )
         samples.append((times, np.asarray(idx, np.int32)))
         width = max(width, k)
     times = np.full((len(samples), width), np.inf)
@@ -168,7 +181,7 @@ def _loss(obj, n_out: int) -> Loss | None:
     _check_keys(obj, "loss", _LOSS_FIELDS, ())
     if len(obj) != 1:
         _fail("loss", "must hold exactly one of first_spike_coefficients, all_spike_coefficients")
-    (key, value), = obj.items()
+    ((key, value),) = obj.items()
     c = _array(value, f"loss.{key}", (n_out,), "a list (one per output neuron)")
     return Loss(c, key == "first_spike_coefficients")
 
@@ -202,7 +215,9 @@ def load_network(path: str | os.PathLike, dtype=np.float64) -> NetworkFile:
     except OSError as e:
         raise NetworkFileError(f"{path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
-        raise NetworkFileError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise NetworkFileError(
+            f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        ) from None
     return parse_network(doc, dtype)
 
 

@@ -70,20 +70,30 @@ class Layer(eqx.Module):
 
     def validate(self, name: str = "layer") -> None:
         if self.weights.ndim != 2:
-            raise ValueError(f"{name}.weights must be 2-D [inputs, size], got shape {self.weights.shape}.")
-        check_shape(f"{name}.params.tau_mem", self.params.tau_mem, (self.size,), "One value per neuron.")
+            raise ValueError(
+                f"{name}.weights must be 2-D [inputs, size], got shape {self.weights.shape}."
+            )
+        check_shape(
+            f"{name}.params.tau_mem", self.params.tau_mem, (self.size,), "One value per neuron."
+        )
         check_values(f"{name}.weights", self.weights, jnp.isfinite(self.weights), "must be finite")
         if self.recurrent_weights is not None:
             check_shape(
-                f"{name}.recurrent_weights", self.recurrent_weights, (self.size, self.size),
+                f"{name}.recurrent_weights",
+                self.recurrent_weights,
+                (self.size, self.size),
                 "Rows are sources, columns targets within the layer.",
             )
             check_values(
-                f"{name}.recurrent_weights", self.recurrent_weights,
-                jnp.isfinite(self.recurrent_weights), "must be finite",
+                f"{name}.recurrent_weights",
+                self.recurrent_weights,
+                jnp.isfinite(self.recurrent_weights),
+                "must be finite",
             )
         if not (np.isfinite(self.delay) and self.delay >= 0):
-            raise ValueError(f"{name}.delay must be a finite number of seconds >= 0, got {self.delay!r}.")
+            raise ValueError(
+                f"{name}.delay must be a finite number of seconds >= 0, got {self.delay!r}."
+            )
 
 
 class Network(eqx.Module):

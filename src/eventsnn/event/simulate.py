@@ -12,7 +12,7 @@ from jaxtyping import Array, Bool, Int
 
 from .._validate import is_concrete
 from ..network import Layer, Network, Spikes
-from .spike_time import NewtonSolver, SpikeTimeSolver
+from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
 from .step import Arrivals, LayerState, initial_state, step
 
 
@@ -99,13 +99,26 @@ def _budgets(max_spikes, n_layers: int) -> tuple[int, ...]:
     return tuple(int(m) for m in max_spikes)
 
 
+def default_solver(network: Network) -> SpikeTimeSolver:
+    """`QuadraticSolver` when every neuron has ``tau_mem == 2 tau_syn`` exactly (it is
+    several times faster and gives the same spikes), else `NewtonSolver`. Traced parameters
+    (inside a user's jit) always get `NewtonSolver`."""
+    for layer in network.layers:
+        tm, ts = layer.params.tau_mem, layer.params.tau_syn
+        if not (is_concrete(tm) and is_concrete(ts)) or not np.all(
+            np.asarray(tm) == 2 * np.asarray(ts)
+        ):
+            return NewtonSolver()
+    return QuadraticSolver()
+
+
 def simulate(
     network: Network,
     inputs: Spikes,
     *,
     t_max: float,
     max_spikes: int | Sequence[int] = 64,
-    solver: SpikeTimeSolver = NewtonSolver(),
+    solver: SpikeTimeSolver | None = None,
     check_overflow: bool = True,
 ) -> SimulationResult:
     """Simulate a network exactly, from event to event.
@@ -117,8 +130,8 @@ def simulate(
             ``time = inf``. Times must be >= 0 and not NaN.
         t_max: simulation horizon (s). Spikes after it are not emitted.
         max_spikes: spike budget per layer and sample (int, or one per layer).
-        solver: the threshold-crossing solver (`NewtonSolver` for any ratio,
-            `QuadraticSolver` for ``tau_mem = 2 tau_syn``).
+        solver: the threshold-crossing solver: `NewtonSolver` (any ratio) or
+            `QuadraticSolver` (``tau_mem = 2 tau_syn``). Default: `default_solver`.
         check_overflow: raise RuntimeError when a budget was exceeded (only outside jit;
             inside, inspect ``result.overflow``).
 
@@ -133,6 +146,7 @@ def simulate(
     inputs.validate(network.input_size)
     if is_concrete(t_max) and not (np.isfinite(t_max) and t_max > 0):
         raise ValueError(f"t_max must be a finite positive number of seconds, got {t_max!r}.")
+    solver = default_solver(network) if solver is None else solver
     for k, layer in enumerate(network.layers):
         solver.check(layer.params.tau_mem, layer.params.tau_syn, f"layers[{k}]")
 

@@ -67,7 +67,9 @@ class NewtonSolver(SpikeTimeSolver):
         f_hi = jnp.where(rising, f_e, f_end)
         # Start from the secant point: already close for nearly linear stretches.
         width = hi - lo
-        frac = jnp.where(found & (f_hi > f_lo), -f_lo / jnp.where(f_hi > f_lo, f_hi - f_lo, 1), 0.5)
+        frac = jnp.where(
+            found & (f_hi > f_lo), -f_lo / jnp.where(f_hi > f_lo, f_hi - f_lo, 1), 0.5
+        )
         x0 = lo + jnp.clip(frac, 0.0, 1.0) * width
         tol = 4 * jnp.finfo(x0.dtype).eps * jnp.maximum(jnp.abs(horizon), tau_mem)
 
@@ -115,7 +117,9 @@ class QuadraticSolver(SpikeTimeSolver):
         q = -0.5 * (b + jnp.where(b >= 0, sq, -sq))
         q_safe = jnp.where(q == 0, 1.0, q)
         a_safe = jnp.where(a == 0, 1.0, a)
-        roots = jnp.stack([jnp.where(a == 0, -jnp.inf, q / a_safe), jnp.where(q == 0, -jnp.inf, c / q_safe)])
+        roots = jnp.stack(
+            [jnp.where(a == 0, -jnp.inf, q / a_safe), jnp.where(q == 0, -jnp.inf, c / q_safe)]
+        )
         x_min = jnp.exp(-jnp.maximum(horizon, 0.0) / tau_mem)
         valid = (disc >= 0) & (roots <= 1.0) & (roots >= x_min) & (roots > 0) & (horizon >= 0)
         x = jnp.max(jnp.where(valid, roots, -jnp.inf), axis=0)

@@ -101,7 +101,9 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     crossing = crossing_times(layer, s, t_max, solver)
     spiker = jnp.argmin(crossing).astype(jnp.int32)
     t_spike = crossing[spiker]
-    t_input = jnp.where(s.input_ptr < n_in, arrivals.times[jnp.minimum(s.input_ptr, n_in - 1)], jnp.inf)
+    t_input = jnp.where(
+        s.input_ptr < n_in, arrivals.times[jnp.minimum(s.input_ptr, n_in - 1)], jnp.inf
+    )
     if delayed_recurrence:
         ptr = jnp.minimum(s.recurrent_ptr, capacity - 1)
         t_recur = jnp.where(s.recurrent_ptr < s.count, s.out_times[ptr] + layer.delay, jnp.inf)
@@ -120,7 +122,9 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     t_safe = jnp.where(active, t_next, s.t)  # no inf/NaN in untaken branches
     v, i = _advance(layer, s, t_safe)
 
-    jump = jnp.where(is_input, layer.weights[arrivals.sources[jnp.minimum(s.input_ptr, n_in - 1)]], 0.0)
+    jump = jnp.where(
+        is_input, layer.weights[arrivals.sources[jnp.minimum(s.input_ptr, n_in - 1)]], 0.0
+    )
     if layer.recurrent_weights is not None:
         if delayed_recurrence:
             src = s.out_indices[jnp.minimum(s.recurrent_ptr, capacity - 1)]

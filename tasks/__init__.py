@@ -1,0 +1,1 @@
+"""Task runners: `python -m tasks.<name>` (thin: parse arguments, call the library)."""
