@@ -35,6 +35,15 @@ class Spikes(eqx.Module):
     def capacity(self) -> int:
         return self.times.shape[-1]
 
+    def first_times(self, n: int) -> Float[Array, "... n"]:
+        """Earliest spike time of each of ``n`` neurons, +inf for silent ones.
+
+        Differentiable: the gradient flows to the earliest spike of each neuron.
+        """
+        idx = jnp.where(self.indices >= 0, self.indices, n)
+        hits = idx[..., None, :] == jnp.arange(n)[:, None]  # [..., n, k]
+        return jnp.min(jnp.where(hits, self.times[..., None, :], jnp.inf), axis=-1)
+
     def validate(self, n_channels: int, name: str = "inputs") -> None:
         """Check concrete values: finite or +inf (padding), >= 0, indices in range."""
         t, idx = self.times, self.indices

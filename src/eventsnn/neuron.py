@@ -12,9 +12,9 @@ Between events::
     u(t) = u0 exp(-t/tau_mem) + I0 k(t)
     k(t) = tau_syn/(tau_mem - tau_syn) (exp(-t/tau_mem) - exp(-t/tau_syn))
 
-`k` is evaluated as ``exp(-t/max(tau_mem, tau_syn)) (t/tau_mem) phi(t |1/tau_syn - 1/tau_mem|)``
-with ``phi(x) = (1 - exp(-x))/x``, which is exact at ``tau_mem == tau_syn`` (``phi(0) = 1``),
-free of cancellation for nearly equal time constants, and cannot overflow for any ratio.
+`k` is evaluated without the removable singularity (see `kernel`): exact at
+``tau_mem == tau_syn``, free of cancellation for nearly equal time constants, smooth in
+both, and free of overflow for any ratio.
 """
 
 from __future__ import annotations
@@ -131,10 +131,35 @@ def log1p_ratio(w):
     )
 
 
+def sinhc(x):
+    """sinh(x) / x, with value 1 at 0, accurate near 0."""
+    return _series_or(
+        x,
+        jnp.abs(x) < 1e-3,
+        lambda x: 1.0 + x * x / 6.0 + x**4 / 120.0,
+        lambda x: jnp.sinh(x) / x,
+    )
+
+
 def kernel(t, tau_mem, tau_syn):
-    """k(t): the potential at time t (s) caused by a unit synaptic current at t = 0."""
-    rate_gap = jnp.abs(1.0 / tau_syn - 1.0 / tau_mem)
-    return jnp.exp(-t / jnp.maximum(tau_mem, tau_syn)) * (t / tau_mem) * phi(t * rate_gap)
+    """k(t): the potential at time t (s) caused by a unit synaptic current at t = 0.
+
+    With rates ``a = 1/tau_mem``, ``b = 1/tau_syn``, mean ``m`` and half-gap ``h``:
+    ``k = (t/tau_mem) exp(-m t) sinhc(h t)``, smooth (and differentiable in both time
+    constants) through ``tau_mem == tau_syn``. Where ``|h t| >= 1`` the equivalent
+    ``exp(-min(a, b) t) phi(2 |h| t)`` is used instead, which cannot overflow.
+    """
+    a, b = 1.0 / tau_mem, 1.0 / tau_syn
+    m, h = 0.5 * (a + b), 0.5 * (b - a)
+    near = jnp.abs(h * t) < 1.0
+    ht_near = jnp.where(near, h * t, 0.0)
+    gap_far = jnp.where(near, 1.0, 2.0 * jnp.abs(h) * t)
+    shape = jnp.where(
+        near,
+        jnp.exp(-m * t) * sinhc(ht_near),
+        jnp.exp(-jnp.minimum(a, b) * t) * phi(gap_far),
+    )
+    return (t / tau_mem) * shape
 
 
 def propagate(u0, i0, t, tau_mem, tau_syn):

@@ -12,8 +12,9 @@ from jaxtyping import Array, Bool, Int
 
 from .._validate import is_concrete
 from ..network import Layer, Network, Spikes
+from .eventprop import eventprop_layer
 from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
-from .step import Arrivals, LayerState, initial_state, step
+from .step import Arrivals, LayerState, finish, initial_state, step
 
 
 class SimulationResult(eqx.Module):
@@ -55,21 +56,36 @@ def layer_arrivals(inputs: Spikes, delay: float) -> Arrivals:
     return Arrivals(inputs.times[order] + delay, inputs.indices[order])
 
 
+METHODS = ("eventprop", "analytic")
+
+
 def simulate_layer(
-    layer: Layer, inputs: Spikes, t_max, max_spikes: int, solver: SpikeTimeSolver
+    layer: Layer, inputs: Spikes, t_max, max_spikes: int, solver: SpikeTimeSolver, method: str
 ) -> LayerState:
-    """Run one layer of one sample to ``t_max`` (or until its spike budget overflows)."""
+    """Run one layer of one sample to ``t_max`` (or until its spike budget overflows).
+
+    ``method`` picks how gradients flow: ``"eventprop"`` (custom VJP, adjoint over the
+    recorded events) or ``"analytic"`` (reverse-mode through a fixed-length scan of events,
+    each spike time carrying its implicit-function derivative). Values are identical.
+    """
     arrivals = layer_arrivals(inputs, layer.delay)
+    if method == "eventprop":
+        return eventprop_layer(layer, arrivals.times, arrivals.sources, t_max, max_spikes, solver)
+    # Every input arrival, spike and delayed recurrent arrival is one step; one more sees
+    # the overflow, if any.
+    delayed = layer.recurrent_weights is not None and layer.delay > 0
+    n_steps = arrivals.times.shape[0] + max_spikes * (2 if delayed else 1) + 1
     state = initial_state(layer, max_spikes, arrivals.times.dtype)
-    return jax.lax.while_loop(
-        lambda s: ~s.done, lambda s: step(layer, arrivals, s, t_max, solver), state
+    state, _ = jax.lax.scan(
+        lambda s, _: (step(layer, arrivals, s, t_max, solver), None), state, length=n_steps
     )
+    return finish(layer, state, t_max)
 
 
-def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver) -> SimulationResult:
+def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver, method):
     records, counts, overflow = [], [], []
     for layer, budget in zip(network.layers, budgets):
-        final = simulate_layer(layer, inputs, t_max, budget, solver)
+        final = simulate_layer(layer, inputs, t_max, budget, solver, method)
         inputs = Spikes(final.out_times, final.out_indices)
         records.append(inputs)
         counts.append(final.count)
@@ -78,9 +94,9 @@ def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver) -
 
 
 @eqx.filter_jit
-def _simulate_batch(network: Network, inputs: Spikes, t_max, budgets, solver) -> SimulationResult:
+def _simulate_batch(network: Network, inputs: Spikes, t_max, budgets, solver, method):
     def one(x):
-        return _simulate_sample(network, x, t_max, budgets, solver)
+        return _simulate_sample(network, x, t_max, budgets, solver, method)
 
     return jax.vmap(one)(inputs) if inputs.times.ndim == 2 else one(inputs)
 
@@ -119,6 +135,7 @@ def simulate(
     t_max: float,
     max_spikes: int | Sequence[int] = 64,
     solver: SpikeTimeSolver | None = None,
+    method: str = "eventprop",
     check_overflow: bool = True,
 ) -> SimulationResult:
     """Simulate a network exactly, from event to event.
@@ -132,6 +149,9 @@ def simulate(
         max_spikes: spike budget per layer and sample (int, or one per layer).
         solver: the threshold-crossing solver: `NewtonSolver` (any ratio) or
             `QuadraticSolver` (``tau_mem = 2 tau_syn``). Default: `default_solver`.
+        method: how gradients are computed: ``"eventprop"`` (adjoint over the recorded
+            events; memory O(events)) or ``"analytic"`` (autodiff through the event sequence
+            with exact spike-time derivatives). Both are exact and agree to rounding.
         check_overflow: raise RuntimeError when a budget was exceeded (only outside jit;
             inside, inspect ``result.overflow``).
 
@@ -139,6 +159,8 @@ def simulate(
         A `SimulationResult` with leading batch dimension where the inputs had one.
     """
     budgets = _budgets(max_spikes, len(network.layers))
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if inputs.times.ndim not in (1, 2):
         raise ValueError(
             f"inputs.times must have shape [k] or [batch, k], got {tuple(inputs.times.shape)}."
@@ -153,7 +175,7 @@ def simulate(
     dtype = network.layers[0].weights.dtype
     inputs = Spikes(inputs.times.astype(dtype), inputs.indices)
     t_max = jnp.asarray(t_max, dtype)
-    result = _simulate_batch(network, inputs, t_max, budgets, solver)
+    result = _simulate_batch(network, inputs, t_max, budgets, solver, method)
     if check_overflow:
         result.raise_if_overflow(budgets)
     return result

@@ -29,7 +29,13 @@ from .spike_time import SpikeTimeSolver, first_crossing
 
 
 class LayerState(NamedTuple):
-    """Carry of the event loop for one layer and one sample (``n`` neurons, ``M`` records)."""
+    """Carry of the event loop for one layer and one sample (``n`` neurons, ``M`` records).
+
+    Besides time and neuron, each spike record keeps what the EventProp backward pass needs
+    and cannot recompute stably: the spiker's ``I`` at the spike (``out_current``), its
+    ``I`` when the refractory period ends (``out_current_at_rest_end``, NaN until then) and
+    whether it fired at once, without a threshold crossing (``out_at_once``).
+    """
 
     t: Float[Array, ""]
     v: Float[Array, " n"]
@@ -40,6 +46,10 @@ class LayerState(NamedTuple):
     recurrent_ptr: Int[Array, ""]
     out_times: Float[Array, " M"]
     out_indices: Int[Array, " M"]
+    out_current: Float[Array, " M"]
+    out_current_at_rest_end: Float[Array, " M"]
+    out_at_once: Bool[Array, " M"]
+    last_slot: Int[Array, " n"]
     count: Int[Array, ""]
     overflow: Bool[Array, ""]
     done: Bool[Array, ""]
@@ -66,26 +76,47 @@ def initial_state(layer: Layer, max_spikes: int, dtype) -> LayerState:
         recurrent_ptr=jnp.zeros((), jnp.int32),
         out_times=jnp.full((max_spikes,), jnp.inf, dtype),
         out_indices=jnp.full((max_spikes,), -1, jnp.int32),
+        out_current=jnp.zeros((max_spikes,), dtype),
+        out_current_at_rest_end=jnp.full((max_spikes,), jnp.nan, dtype),
+        out_at_once=jnp.zeros((max_spikes,), bool),
+        last_slot=jnp.full((n,), -1, jnp.int32),
         count=jnp.zeros((), jnp.int32),
         overflow=jnp.zeros((), bool),
         done=jnp.zeros((), bool),
     )
 
 
+def _resume_time(s: LayerState, t_new):
+    """When each neuron integrates again: the end of its refractory period, clipped to
+    ``[s.t, t_new]``. At a tie the end of the period wins, so the derivative in
+    ``t_refrac`` at ``t_refrac = 0`` is the right-sided one (as EventProp's)."""
+    ends = jnp.minimum(s.refractory_until, t_new)
+    return jnp.where(s.refractory_until >= s.t, ends, s.t)
+
+
 def _advance(layer: Layer, s: LayerState, t_new):
-    """``(V, I)`` of every neuron at ``t_new >= s.t`` without events in between."""
+    """``(V, I)`` of every neuron at ``t_new >= s.t`` without events in between, and ``I``
+    where a refractory period ends in ``(s.t, t_new]``."""
     p = layer.params
-    start = jnp.clip(s.refractory_until, s.t, t_new)  # refractory neurons resume here
+    start = _resume_time(s, t_new)
     i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
     u, _ = propagate(s.v - p.v_leak, i_start, t_new - start, p.tau_mem, p.tau_syn)
     v = jnp.where(t_new > start, p.v_leak + u, s.v)  # exact when no time passes
-    return v, s.i * jnp.exp(-(t_new - s.t) / p.tau_syn)
+    return v, s.i * jnp.exp(-(t_new - s.t) / p.tau_syn), i_start
+
+
+def record_rest_ends(s: LayerState, t_new, i_start) -> Float[Array, " M"]:
+    """Store ``I`` at the end of refractory periods that end in ``[s.t, t_new]`` (a period
+    of length 0 ends right after its spike's jumps)."""
+    ended = (s.refractory_until >= s.t) & (s.refractory_until <= t_new) & (s.last_slot >= 0)
+    slots = jnp.where(ended, s.last_slot, s.out_times.shape[0])  # out of range: dropped
+    return s.out_current_at_rest_end.at[slots].set(i_start, mode="drop")
 
 
 def crossing_times(layer: Layer, s: LayerState, t_max, solver: SpikeTimeSolver):
     """Absolute time (s) of each neuron's next threshold crossing, +inf if none by t_max."""
     p = layer.params
-    start = jnp.maximum(s.t, s.refractory_until)
+    start = _resume_time(s, jnp.inf)
     i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
     dt = first_crossing(
         solver, s.v - p.v_leak, i_start, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, t_max - start
@@ -120,7 +151,11 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     is_recur = active & ~is_spike & ~is_input
 
     t_safe = jnp.where(active, t_next, s.t)  # no inf/NaN in untaken branches
-    v, i = _advance(layer, s, t_safe)
+    v, i, i_start = _advance(layer, s, t_safe)
+    current_at_rest_end = record_rest_ends(s, t_safe, i_start)
+    p = layer.params
+    at_once = (s.v[spiker] >= p.v_th[spiker]) & ~s.pending[spiker]
+    i_spike = i[spiker]
 
     jump = jnp.where(
         is_input, layer.weights[arrivals.sources[jnp.minimum(s.input_ptr, n_in - 1)]], 0.0
@@ -133,7 +168,6 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
             jump = jump + jnp.where(is_spike, layer.recurrent_weights[spiker], 0.0)
     i = i + jump
 
-    p = layer.params
     fires = is_spike & (jnp.arange(layer.size) == spiker)
     v = jnp.where(fires, p.v_reset, v)
     slot = jnp.minimum(s.count, capacity - 1)
@@ -147,8 +181,19 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
         recurrent_ptr=s.recurrent_ptr + is_recur,
         out_times=s.out_times.at[slot].set(jnp.where(is_spike, t_safe, s.out_times[slot])),
         out_indices=s.out_indices.at[slot].set(jnp.where(is_spike, spiker, s.out_indices[slot])),
+        out_current=s.out_current.at[slot].set(jnp.where(is_spike, i_spike, s.out_current[slot])),
+        out_current_at_rest_end=current_at_rest_end,
+        out_at_once=s.out_at_once.at[slot].set(jnp.where(is_spike, at_once, s.out_at_once[slot])),
+        last_slot=jnp.where(fires, slot, s.last_slot),
         count=s.count + is_spike,
         overflow=s.overflow | full,
         done=s.done | ~active,
     )
     return new
+
+
+def finish(layer: Layer, s: LayerState, t_max) -> LayerState:
+    """Record ``I`` at refractory ends between the last event and ``t_max``."""
+    t_end = jnp.maximum(s.t, t_max)
+    _, _, i_start = _advance(layer, s, t_end)
+    return s._replace(out_current_at_rest_end=record_rest_ends(s, t_end, i_start))
