@@ -31,7 +31,59 @@ def _parser() -> argparse.ArgumentParser:
         default="float64",
         help="floating-point precision of the simulation (default: float64)",
     )
+    grad = sub.add_parser(
+        "grad", help="the file's loss summed over samples and its gradient w.r.t. every weight"
+    )
+    grad.add_argument("network", help="network file (JSON) with a `loss` entry")
+    grad.add_argument(
+        "--method",
+        choices=("eventprop", "analytic"),
+        required=True,
+        help="eventprop: adjoint over the recorded events; analytic: exact spike-time "
+        "derivatives through the forward simulation",
+    )
+    grad.add_argument("--out", help="write the result here instead of standard output")
+    grad.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="floating-point precision (default: float64)",
+    )
     return parser
+
+
+def gradient_document(net, method: str) -> dict:
+    """The `grad` result: loss summed over samples and d loss / d every weight matrix."""
+    import jax
+    import jax.numpy as jnp
+
+    from .event.simulate import simulate
+    from .loss import linear_spike_time_loss
+
+    def total_loss(network):
+        result = simulate(
+            network,
+            net.inputs,
+            t_max=net.t_max,
+            max_spikes=net.max_spikes,
+            method=method,
+            check_overflow=False,
+        )
+        c = jnp.asarray(net.loss.coefficients, result.output.times.dtype)
+        per_sample = linear_spike_time_loss(result.output, c, first_spike=net.loss.first_spike)
+        return jnp.sum(per_sample), result.overflow
+
+    (loss, overflow), grads = jax.value_and_grad(total_loss, has_aux=True)(net.network)
+    layers = []
+    for layer in grads.layers:
+        entry = {"weights": np.asarray(layer.weights).tolist()}
+        if layer.recurrent_weights is not None:
+            entry["recurrent_weights"] = np.asarray(layer.recurrent_weights).tolist()
+        layers.append(entry)
+    doc = {"loss": float(loss), "grads": {"layers": layers}}
+    if bool(np.asarray(overflow).any()):
+        doc["overflow"] = True
+    return doc
 
 
 def spikes_to_json(result, n_samples: int) -> dict:
@@ -68,9 +120,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         net = load_network(args.network, dtype=np.dtype(args.dtype))
+        if args.command == "grad" and net.loss is None:
+            raise NetworkFileError(
+                "loss: is required for grad (first_spike_coefficients or all_spike_coefficients)"
+            )
     except NetworkFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.command == "grad":
+        _emit(gradient_document(net, args.method), args.out)
+        return 0
     result = simulate(
         net.network, net.inputs, t_max=net.t_max, max_spikes=net.max_spikes, check_overflow=False
     )

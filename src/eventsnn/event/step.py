@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..network import Layer
-from ..neuron import propagate
+from ..neuron import du_dt, propagate
 from .spike_time import SpikeTimeSolver, first_crossing
 
 
@@ -101,7 +101,9 @@ def _advance(layer: Layer, s: LayerState, t_new):
     start = _resume_time(s, t_new)
     i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
     u, _ = propagate(s.v - p.v_leak, i_start, t_new - start, p.tau_mem, p.tau_syn)
-    v = jnp.where(t_new > start, p.v_leak + u, s.v)  # exact when no time passes
+    # Exact when no time passes; the zero term keeps the derivative in the interval length.
+    at_start = s.v + (t_new - start) * du_dt(s.v - p.v_leak, i_start, p.tau_mem)
+    v = jnp.where(t_new > start, p.v_leak + u, at_start)
     return v, s.i * jnp.exp(-(t_new - s.t) / p.tau_syn), i_start
 
 
