@@ -1,5 +1,20 @@
 """eventsnn: event-driven, continuous-time spiking neural networks with exact gradients."""
 
+from .discrete.rules import ForwardEuler as ForwardEuler
+from .discrete.rules import StepRule as StepRule
+from .discrete.simulate import DiscreteResult as DiscreteResult
+from .discrete.simulate import simulate_discrete as simulate_discrete
+from .discrete.simulate import trains_to_spikes as trains_to_spikes
+from .discrete.surrogate import ArcTan as ArcTan
+from .discrete.surrogate import Sigmoid as Sigmoid
+from .discrete.surrogate import SuperSpike as SuperSpike
+from .discrete.surrogate import Surrogate as Surrogate
+from .encode import first_spike_time as first_spike_time
+from .encode import latency_encode as latency_encode
+from .encode import max_voltage as max_voltage
+from .encode import rate_encode as rate_encode
+from .encode import spike_count as spike_count
+from .encode import spikes_to_train as spikes_to_train
 from .event.simulate import SimulationResult as SimulationResult
 from .event.simulate import default_solver as default_solver
 from .event.simulate import simulate as simulate

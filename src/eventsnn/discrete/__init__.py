@@ -1,0 +1,1 @@
+"""The discrete engine: fixed-step CuBa-LIF / LI layers with surrogate gradients."""
