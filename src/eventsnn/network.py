@@ -62,12 +62,16 @@ class Layer(eqx.Module):
         params: the neurons' `LIFParams` (each ``[n]``).
         recurrent_weights: ``[n, n]`` or None, row = source within the layer.
         delay: synaptic delay (s) of every connection into the layer, >= 0 (static).
+        single_spike: each neuron spikes at most once (time-to-first-spike coding: the
+            refractory period after a spike lasts forever; ``t_refrac`` is unused). Static.
+            Feed-forward single-spike layers run on the parallel TTFS path.
     """
 
     weights: Float[Array, "n_in n"]
     params: LIFParams
     recurrent_weights: Float[Array, "n n"] | None = None
     delay: float = eqx.field(static=True, default=0.0)
+    single_spike: bool = eqx.field(static=True, default=False)
 
     @property
     def size(self) -> int:
@@ -136,7 +140,9 @@ class Network(eqx.Module):
         return tuple(layer.size for layer in self.layers)
 
 
-def dense_layer(weights, *, recurrent_weights=None, delay: float = 0.0, **params) -> Layer:
+def dense_layer(
+    weights, *, recurrent_weights=None, delay: float = 0.0, single_spike: bool = False, **params
+) -> Layer:
     """Build a `Layer` from a weight matrix ``[n_in, n]`` and `LIFParams` keywords."""
     weights = jnp.asarray(weights, dtype=params.get("dtype") or float)
     if weights.ndim != 2:
@@ -145,4 +151,4 @@ def dense_layer(weights, *, recurrent_weights=None, delay: float = 0.0, **params
     rec = None if recurrent_weights is None else jnp.asarray(recurrent_weights, weights.dtype)
     if not is_concrete(delay):
         raise TypeError("delay is a static setting: pass a Python float, not a traced array.")
-    return Layer(weights, lif, rec, float(delay))
+    return Layer(weights, lif, rec, float(delay), bool(single_spike))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from ..network import Layer
 from ..neuron import kernel
 from .spike_time import SLOPE_FLOOR
-from .step import Arrivals, LayerState, finish, initial_state, step
+from .step import Arrivals, LayerState, finish, initial_state, rest_length, step
 
 
 def run_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver) -> LayerState:
@@ -117,7 +117,7 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
     slots = jnp.arange(capacity)
     real = slots < fwd.count
     owner = jnp.where(real, fwd.out_indices, 0)
-    rest_end = jnp.where(real, fwd.out_times + p.t_refrac[owner], jnp.inf)
+    rest_end = jnp.where(real, fwd.out_times + rest_length(layer)[owner], jnp.inf)
     rest_valid = real & (rest_end <= t_max)
     rest_order = jnp.argsort(jnp.where(rest_valid, rest_end, jnp.inf))
     n_rest = jnp.sum(rest_valid).astype(jnp.int32)

@@ -14,7 +14,8 @@ from .._validate import is_concrete
 from ..network import Layer, Network, Spikes
 from .eventprop import eventprop_layer
 from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
-from .step import Arrivals, LayerState, finish, initial_state, step
+from .step import Arrivals, finish, initial_state, step
+from .ttfs import ttfs_layer
 
 
 class SimulationResult(eqx.Module):
@@ -60,43 +61,50 @@ METHODS = ("eventprop", "analytic")
 
 
 def simulate_layer(
-    layer: Layer, inputs: Spikes, t_max, max_spikes: int, solver: SpikeTimeSolver, method: str
-) -> LayerState:
+    layer: Layer, inputs: Spikes, t_max, max_spikes: int, solver, method: str, fast_ttfs: bool
+):
     """Run one layer of one sample to ``t_max`` (or until its spike budget overflows).
 
     ``method`` picks how gradients flow: ``"eventprop"`` (custom VJP, adjoint over the
     recorded events) or ``"analytic"`` (reverse-mode through a fixed-length scan of events,
     each spike time carrying its implicit-function derivative). Values are identical.
+    Feed-forward single-spike layers take the parallel TTFS path when ``fast_ttfs``
+    (exact; differentiated analytically whatever ``method`` says).
+
+    Returns ``(Spikes [max_spikes], count, overflow)``.
     """
     arrivals = layer_arrivals(inputs, layer.delay)
+    if fast_ttfs and layer.single_spike and layer.recurrent_weights is None:
+        return ttfs_layer(layer, arrivals, t_max, max_spikes, solver)
     if method == "eventprop":
-        return eventprop_layer(layer, arrivals.times, arrivals.sources, t_max, max_spikes, solver)
-    # Every input arrival, spike and delayed recurrent arrival is one step; one more sees
-    # the overflow, if any.
-    delayed = layer.recurrent_weights is not None and layer.delay > 0
-    n_steps = arrivals.times.shape[0] + max_spikes * (2 if delayed else 1) + 1
-    state = initial_state(layer, max_spikes, arrivals.times.dtype)
-    state, _ = jax.lax.scan(
-        lambda s, _: (step(layer, arrivals, s, t_max, solver), None), state, length=n_steps
-    )
-    return finish(layer, state, t_max)
+        final = eventprop_layer(layer, arrivals.times, arrivals.sources, t_max, max_spikes, solver)
+    else:
+        # Every input arrival, spike and delayed recurrent arrival is one step; one more
+        # sees the overflow, if any.
+        delayed = layer.recurrent_weights is not None and layer.delay > 0
+        n_steps = arrivals.times.shape[0] + max_spikes * (2 if delayed else 1) + 1
+        state = initial_state(layer, max_spikes, arrivals.times.dtype)
+        state, _ = jax.lax.scan(
+            lambda s, _: (step(layer, arrivals, s, t_max, solver), None), state, length=n_steps
+        )
+        final = finish(layer, state, t_max)
+    return Spikes(final.out_times, final.out_indices), final.count, final.overflow
 
 
-def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver, method):
+def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver, method, fast):
     records, counts, overflow = [], [], []
     for layer, budget in zip(network.layers, budgets):
-        final = simulate_layer(layer, inputs, t_max, budget, solver, method)
-        inputs = Spikes(final.out_times, final.out_indices)
+        inputs, count, over = simulate_layer(layer, inputs, t_max, budget, solver, method, fast)
         records.append(inputs)
-        counts.append(final.count)
-        overflow.append(final.overflow)
+        counts.append(count)
+        overflow.append(over)
     return SimulationResult(tuple(records), jnp.stack(counts), jnp.stack(overflow))
 
 
 @eqx.filter_jit
-def _simulate_batch(network: Network, inputs: Spikes, t_max, budgets, solver, method):
+def _simulate_batch(network: Network, inputs: Spikes, t_max, budgets, solver, method, fast):
     def one(x):
-        return _simulate_sample(network, x, t_max, budgets, solver, method)
+        return _simulate_sample(network, x, t_max, budgets, solver, method, fast)
 
     return jax.vmap(one)(inputs) if inputs.times.ndim == 2 else one(inputs)
 
@@ -136,6 +144,7 @@ def simulate(
     max_spikes: int | Sequence[int] = 64,
     solver: SpikeTimeSolver | None = None,
     method: str = "eventprop",
+    fast_ttfs: bool = True,
     check_overflow: bool = True,
 ) -> SimulationResult:
     """Simulate a network exactly, from event to event.
@@ -152,6 +161,8 @@ def simulate(
         method: how gradients are computed: ``"eventprop"`` (adjoint over the recorded
             events; memory O(events)) or ``"analytic"`` (autodiff through the event sequence
             with exact spike-time derivatives). Both are exact and agree to rounding.
+        fast_ttfs: run feed-forward single-spike layers (``Layer.single_spike``) on the
+            parallel TTFS path (same spikes, exact gradients, much faster).
         check_overflow: raise RuntimeError when a budget was exceeded (only outside jit;
             inside, inspect ``result.overflow``).
 
@@ -175,7 +186,7 @@ def simulate(
     dtype = network.layers[0].weights.dtype
     inputs = Spikes(inputs.times.astype(dtype), inputs.indices)
     t_max = jnp.asarray(t_max, dtype)
-    result = _simulate_batch(network, inputs, t_max, budgets, solver, method)
+    result = _simulate_batch(network, inputs, t_max, budgets, solver, method, fast_ttfs)
     if check_overflow:
         result.raise_if_overflow(budgets)
     return result

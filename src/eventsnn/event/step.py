@@ -86,6 +86,12 @@ def initial_state(layer: Layer, max_spikes: int, dtype) -> LayerState:
     )
 
 
+def rest_length(layer: Layer):
+    """Refractory period after a spike (s): ``t_refrac``, or forever for single-spike layers."""
+    p = layer.params
+    return jnp.full_like(p.t_refrac, jnp.inf) if layer.single_spike else p.t_refrac
+
+
 def _resume_time(s: LayerState, t_new):
     """When each neuron integrates again: the end of its refractory period, clipped to
     ``[s.t, t_new]``. At a tie the end of the period wins, so the derivative in
@@ -177,7 +183,7 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
         t=t_safe,
         v=v,
         i=i,
-        refractory_until=jnp.where(fires, t_safe + p.t_refrac, s.refractory_until),
+        refractory_until=jnp.where(fires, t_safe + rest_length(layer), s.refractory_until),
         pending=is_spike & (crossing == t_spike) & ~fires,
         input_ptr=s.input_ptr + is_input,
         recurrent_ptr=s.recurrent_ptr + is_recur,
