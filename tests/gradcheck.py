@@ -125,7 +125,7 @@ def assert_methods_agree(grads):
         a, e = np.asarray(a), np.asarray(e)
         assert np.all(np.isfinite(a)) and np.all(np.isfinite(e)), jax.tree_util.keystr(path_a)
         # Relative to the leaf; leaves that are rounding noise compare to the largest.
-        tol = METHOD_RTOL * np.max(np.abs(a), initial=0.0) + 1e-15 * largest
+        tol = METHOD_RTOL * np.max(np.abs(a), initial=0.0) + 1e-12 * largest
         np.testing.assert_allclose(e, a, rtol=0, atol=tol, err_msg=jax.tree_util.keystr(path_a))
 
 

@@ -200,3 +200,27 @@ def test_time_constants_are_trainable():
     for field in ("tau_mem", "tau_syn", "v_th"):
         g = np.asarray(getattr(grads["eventprop"][0].layers[0].params, field))
         assert np.any(np.abs(g) > 0), field
+
+
+# Random networks as in the event-core tests: both methods against central differences
+# along random directions, and against each other.
+from hypothesis import assume, given, settings  # noqa: E402
+from test_event_core import STRUCTURES, build, cases  # noqa: E402
+from test_event_core import T_MAX as CASE_T_MAX
+
+
+@settings(max_examples=16)
+@given(case=cases(structures=STRUCTURES[1::2]))
+def test_gradients_on_random_networks(case):
+    net, inputs = build(case)
+    res = es.simulate(net, inputs, t_max=CASE_T_MAX, max_spikes=64, check_overflow=False)
+    assume(not bool(np.asarray(res.overflow).any()))
+    assume(int(np.asarray(res.counts)[-1]) > 0)  # the loss must see output spikes
+    coefficients = np.linspace(1.0, -0.5, net.layers[-1].size)
+    for seed in (0, 1):
+        assume(
+            fd_check(
+                net, inputs, coefficients, CASE_T_MAX, seed=seed, max_spikes=64, require=False
+            )
+            is not None
+        )

@@ -162,7 +162,9 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     v, i, i_start = _advance(layer, s, t_safe)
     current_at_rest_end = record_rest_ends(s, t_safe, i_start)
     p = layer.params
-    at_once = (s.v[spiker] >= p.v_th[spiker]) & ~s.pending[spiker]
+    # Only the initial state can start at or above threshold (V(0) = v_leak >= v_th): such a
+    # spike at t = 0 has no threshold crossing, hence no derivative; simultaneous ones too.
+    at_once = (t_safe == 0) & (p.v_leak[spiker] >= p.v_th[spiker])
     i_spike = i[spiker]
 
     jump = jnp.where(

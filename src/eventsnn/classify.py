@@ -1,0 +1,171 @@
+"""Spiking classifiers of 2-D points: one hidden layer, one output per class.
+
+Two engines share the architecture, data and training loop:
+
+* ``event``: exact event-driven simulation; time-to-first-spike coding (single-spike
+  neurons), prediction by the earliest output spike, loss = cross-entropy over ``-t/tau``
+  plus an early-label regulariser. Gradients: EventProp or analytic (both exact).
+* ``discrete``: forward Euler at a fixed step with surrogate gradients; the readout is a
+  leaky integrator and its maximum voltage over time gives the logits.
+
+Trainable parameters are ``(theta_hidden, theta_out)``, the weights in units of
+`weight_scales`; neuron parameters are fixed by the config.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from .discrete.simulate import simulate_discrete
+from .encode import max_voltage
+from .event.simulate import simulate
+from .loss import (
+    early_label_regulariser,
+    first_spike_cross_entropy,
+    first_spike_prediction,
+    silent_neuron_push,
+    voltage_cross_entropy,
+)
+from .network import Layer, Network, Spikes
+from .neuron import LIFParams
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Architecture, coding and loss of a 2-D point classifier (times in s)."""
+
+    n_in: int = 5
+    hidden: int = 120
+    n_classes: int = 3
+    tau_mem: float = 10e-3
+    tau_syn: float = 5e-3
+    v_th: float = 1.0
+    t_max: float = 30e-3
+    t_early: float = 0.0
+    t_late: float = 15e-3
+    bias_time: float = 0.0
+    engine: str = "event"
+    grad: str = "eventprop"  # eventprop | analytic (event), surrogate (discrete)
+    dt: float = 0.5e-3  # discrete engine
+    loss_tau: float = 5e-3  # cross-entropy temperature (s)
+    reg_alpha: float = 3e-3  # early-label regulariser weight
+    reg_tau: float = 20e-3
+    silent_push: float = 0.1  # weight of `silent_neuron_push` (per layer)
+    w_hidden: tuple[float, float] = (1.2, 1.0)  # init mean, std of the parameters
+    w_out: tuple[float, float] = (0.5, 0.5)
+
+    def check(self) -> None:
+        combos = {"event": ("eventprop", "analytic"), "discrete": ("surrogate",)}
+        if self.engine not in combos:
+            raise ValueError(f"engine must be 'event' or 'discrete', got {self.engine!r}.")
+        if self.grad not in combos[self.engine]:
+            raise ValueError(
+                f"grad {self.grad!r} does not go with engine {self.engine!r}: use "
+                f"{' or '.join(combos[self.engine])}."
+            )
+
+
+@functools.lru_cache
+def _psp_peak(tau_mem: float, tau_syn: float) -> float:
+    """Peak of the unit PSP k(t) (a constant of the config, computed once)."""
+    from .neuron import kernel
+
+    with jax.ensure_compile_time_eval():
+        t = jnp.linspace(0.0, 10 * max(tau_mem, tau_syn), 4001)
+        return float(jnp.max(kernel(t, tau_mem, tau_syn)))
+
+
+def weight_scales(cfg: ClassifierConfig) -> tuple[float, float]:
+    """Weight per unit of parameter, per layer: the jump that brings a neuron from rest to
+    threshold alone, over sqrt(fan-in). Training the parameters (O(1) numbers) rather than
+    the weights gives both layers the same step size under Adam."""
+    unit = cfg.v_th / _psp_peak(cfg.tau_mem, cfg.tau_syn)
+    return unit / cfg.n_in**0.5, unit / cfg.hidden**0.5
+
+
+def init_params(key, cfg: ClassifierConfig):
+    """Gaussian parameters ``(theta_hidden [n_in, hidden], theta_out [hidden, classes])``."""
+    k1, k2 = jax.random.split(key)
+    (m1, s1), (m2, s2) = cfg.w_hidden, cfg.w_out
+    theta1 = m1 + s1 * jax.random.normal(k1, (cfg.n_in, cfg.hidden))
+    theta2 = m2 + s2 * jax.random.normal(k2, (cfg.hidden, cfg.n_classes))
+    return (theta1, theta2)
+
+
+def weights_of(params, cfg: ClassifierConfig):
+    """The weight matrices (jumps of I) of the parameters."""
+    s1, s2 = weight_scales(cfg)
+    return (params[0] * s1, params[1] * s2)
+
+
+def network(params, cfg: ClassifierConfig) -> Network:
+    single = cfg.engine == "event"
+    lif = dict(tau_mem=cfg.tau_mem, tau_syn=cfg.tau_syn, v_th=cfg.v_th)
+    w1, w2 = weights_of(params, cfg)
+    return Network(
+        [
+            Layer(w1, LIFParams(cfg.hidden, dtype=w1.dtype, **lif), single_spike=single),
+            Layer(w2, LIFParams(cfg.n_classes, dtype=w2.dtype, **lif), single_spike=single),
+        ]
+    )
+
+
+def encode(points, cfg: ClassifierConfig) -> Spikes:
+    """Points ``[N, 2]`` to input spikes ``[N, 5]``: x, y, 1-x, 1-y, bias."""
+    from .datasets.two_d import encode_points
+
+    times = encode_points(points, cfg.t_early, cfg.t_late, cfg.bias_time)
+    idx = jnp.broadcast_to(jnp.arange(times.shape[1], dtype=jnp.int32), times.shape)
+    return Spikes(times, idx)
+
+
+def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
+    """Per-class scores ``[batch, classes]``: first spike times (event) or max voltage."""
+    net = network(weights, cfg)
+    if cfg.engine == "event":
+        res = simulate(
+            net,
+            inputs,
+            t_max=cfg.t_max,
+            max_spikes=(cfg.hidden, cfg.n_classes),
+            method=cfg.grad,
+            check_overflow=False,
+        )
+        return res.output.first_times(cfg.n_classes), res
+    res = simulate_discrete(net, inputs, dt=cfg.dt, t_max=cfg.t_max, li_readout=True)
+    return max_voltage(res.output_voltage), res
+
+
+def loss_and_correct(params, inputs: Spikes, labels, cfg: ClassifierConfig):
+    """``(loss, number of correct predictions)`` for one batch."""
+    scores, res = outputs(params, inputs, cfg)
+    if cfg.engine == "event":
+        loss = first_spike_cross_entropy(scores, labels, t_max=cfg.t_max, tau=cfg.loss_tau)
+        loss = loss + cfg.reg_alpha * early_label_regulariser(
+            scores, labels, t_max=cfg.t_max, tau=cfg.reg_tau
+        )
+        # Revive what stops learning: a silent label neuron, hidden neurons dead on the batch.
+        in_fired = jnp.isfinite(inputs.times) & (inputs.times <= cfg.t_max)
+        hidden_fired = jnp.isfinite(res.layers[0].first_times(cfg.hidden))
+        dead = jnp.broadcast_to(~jnp.any(hidden_fired, axis=0), hidden_fired.shape)
+        label_silent = jax.nn.one_hot(labels, cfg.n_classes, dtype=bool) & ~jnp.isfinite(scores)
+        loss = loss + cfg.silent_push * (
+            silent_neuron_push(params[0], in_fired, dead)
+            + silent_neuron_push(params[1], hidden_fired, label_silent)
+        )
+        pred = first_spike_prediction(scores)
+    else:
+        loss = voltage_cross_entropy(scores, labels)
+        pred = jnp.argmax(scores, axis=-1)
+    return loss, jnp.sum(pred == labels)
+
+
+def predict(weights, inputs: Spikes, cfg: ClassifierConfig):
+    scores, _ = outputs(weights, inputs, cfg)
+    if cfg.engine == "event":
+        return first_spike_prediction(scores)
+    return jnp.argmax(scores, axis=-1)

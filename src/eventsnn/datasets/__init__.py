@@ -1,0 +1,1 @@
+"""Procedural datasets (seeded, no download): Yin-Yang and simple 2-D tasks."""

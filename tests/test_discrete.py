@@ -1,0 +1,173 @@
+"""The discrete engine: encoders/decoders, surrogates, and convergence to the event core."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eventsnn as es
+
+
+def _net(rng, **params):
+    return es.Network(
+        [
+            es.dense_layer(
+                rng.normal(2.0, 1.0, (3, 8)),
+                tau_mem=0.01,
+                tau_syn=0.005,
+                t_refrac=1e-3,
+                v_leak=0.1,
+                v_reset=-0.2,
+                recurrent_weights=rng.normal(0, 0.3, (8, 8)),
+                delay=5e-4,
+                **params,
+            ),
+            es.dense_layer(rng.normal(1.0, 0.5, (8, 2)), tau_mem=0.01, tau_syn=0.004),
+        ]
+    )
+
+
+INPUTS = es.Spikes(jnp.array([[0.001, 0.002, 0.0035, 0.006]]), jnp.array([[0, 1, 2, 0]]))
+
+
+def spike_errors(net, inputs, dt, t_max=0.03):
+    """Fraction of neurons with the same spike count in both engines, and the errors
+    |t_discrete - t_event| of their spikes."""
+    ev = es.simulate(net, inputs, t_max=t_max, max_spikes=128)
+    d = es.simulate_discrete(net, inputs, dt=dt, t_max=t_max, record_voltages=False)
+    same, total, errors = 0, 0, []
+    for k, layer in enumerate(net.layers):
+        rec, _ = es.trains_to_spikes(d.trains[k], dt, 128)
+        for b in range(inputs.times.shape[0]):
+            for i in range(layer.size):
+                te = np.asarray(ev.layers[k].times[b])[np.asarray(ev.layers[k].indices[b]) == i]
+                td = np.asarray(rec.times[b])[np.asarray(rec.indices[b]) == i]
+                total += 1
+                if len(te) == len(td):
+                    same += 1
+                    errors.extend(np.abs(np.sort(te) - np.sort(td)))
+    return same / total, np.array(errors)
+
+
+def test_converges_to_event_core_first_order():
+    net = _net(np.random.default_rng(1))
+    mean_error = {}
+    for dt in (1e-4, 1e-5, 1e-6):
+        frac, errors = spike_errors(net, INPUTS, dt)
+        assert frac == 1.0
+        mean_error[dt] = errors.mean()
+    # Error roughly proportional to dt: a 10x smaller step, a 5-20x smaller mean error.
+    assert 5 < mean_error[1e-4] / mean_error[1e-5] < 20
+    assert 5 < mean_error[1e-5] / mean_error[1e-6] < 20
+
+
+def test_convergence_on_random_networks_at_10us():
+    """Random networks and batches at dt = 10 us: >= 95% of neurons with the same count,
+    >= 95% of their spikes within 3 dt (near-grazing spikes amplify any timing error)."""
+    rng = np.random.default_rng(7)
+    inputs = es.Spikes(rng.uniform(0, 0.01, (4, 6)), rng.integers(0, 3, (4, 6)))
+    dt = 1e-5
+    for seed in range(3):
+        frac, errors = spike_errors(_net(np.random.default_rng(seed)), inputs, dt)
+        assert frac >= 0.95
+        assert len(errors) > 20
+        assert np.mean(errors <= 3 * dt) >= 0.95
+
+
+def test_li_readout_integrates_without_spiking():
+    net = es.Network([es.dense_layer([[3.0]], tau_mem=0.01, tau_syn=0.005)])
+    inputs = es.Spikes(jnp.array([0.0]), jnp.array([0]))
+    dt = 1e-5
+    d = es.simulate_discrete(net, inputs, dt=dt, t_max=0.03, li_readout=True)
+    assert float(jnp.sum(d.trains[-1])) == 0.0
+    # Peak of the PSP 3 k(t): for tau_mem = 2 tau_syn, max k = 1/4 at t = tau_mem ln 2.
+    v = np.asarray(d.output_voltage)[:, 0]
+    assert abs(v.max() - 0.75) < 1e-3
+    assert abs((np.argmax(v) + 1) * dt - 0.01 * np.log(2)) < 2e-4
+
+
+def test_spikes_to_train_bins_by_step():
+    spikes = es.Spikes(
+        jnp.array([0.0, 0.00149, 0.0015, 0.01, jnp.inf]), jnp.array([0, 1, 1, 0, -1])
+    )
+    train = np.asarray(es.spikes_to_train(spikes, 2, 1e-3, 5))
+    assert train.shape == (5, 2)
+    assert train[0, 0] == 1 and train[1, 1] == 2 and train.sum() == 3  # 10 ms is past the end
+
+
+def test_decoders():
+    train = jnp.zeros((4, 3)).at[1, 0].set(1).at[3, 0].set(1).at[2, 2].set(1)
+    np.testing.assert_allclose(es.first_spike_time(train, 0.5), [1.0, np.inf, 1.5])
+    np.testing.assert_allclose(es.spike_count(train), [2, 0, 1])
+    np.testing.assert_allclose(es.max_voltage(train * 2.0), [2, 0, 2])
+
+
+def test_latency_and_rate_encoders():
+    s = es.latency_encode(jnp.array([[0.0, 0.5, 1.0]]), 0.0, 0.02, bias_time=0.001)
+    np.testing.assert_allclose(s.times, [[0.0, 0.01, 0.02, 0.001]])
+    np.testing.assert_array_equal(s.indices, [[0, 1, 2, 3]])
+    r = es.rate_encode(jax.random.PRNGKey(0), jnp.array([0.0, 1.0]), 4000, max_prob=0.5)
+    assert r.shape == (4000, 2)
+    assert float(r[:, 0].sum()) == 0.0 and abs(float(r[:, 1].mean()) - 0.5) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("surrogate", "at_zero"),
+    [(es.SuperSpike(25.0), 1.0), (es.Sigmoid(10.0), 2.5), (es.ArcTan(2.0), 1.0)],
+)
+def test_surrogates_step_forward_smooth_backward(surrogate, at_zero):
+    x = jnp.array([-0.1, 0.0, 0.1])
+    np.testing.assert_array_equal(surrogate(x), [0.0, 1.0, 1.0])
+    g = jax.vmap(jax.grad(surrogate))(x)
+    np.testing.assert_allclose(g, surrogate.derivative(x))
+    assert abs(float(g[1]) - at_zero) < 1e-12
+    assert float(g[0]) < float(g[1]) and float(g[2]) < float(g[1])
+
+
+def test_surrogate_gradient_trains_a_weight():
+    """The loss on the output voltage depends on the hidden spikes only through the
+    surrogate: its gradient w.r.t. the input weights must be non-zero and finite."""
+    net = _net(np.random.default_rng(3))
+
+    def loss(n):
+        d = es.simulate_discrete(n, INPUTS, dt=5e-4, t_max=0.03, li_readout=True)
+        return jnp.sum(es.max_voltage(d.output_voltage))
+
+    g = jax.grad(loss)(net)
+    w = np.asarray(g.layers[0].weights)
+    assert np.all(np.isfinite(w)) and np.any(w != 0)
+
+
+def test_bad_step_is_refused():
+    net = _net(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="dt"):
+        es.simulate_discrete(net, INPUTS, dt=-1e-4, t_max=0.03)
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        es.simulate_discrete(net, jnp.zeros((1, 10, 3)), dt=1e-3, t_max=0.03)
+
+
+def test_cli_discrete_engine_matches_event_engine(tmp_path):
+    from test_cli import NET
+
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(NET))
+
+    def run(*args):
+        p = subprocess.run(
+            [sys.executable, "-m", "eventsnn", "simulate", str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    ev, di = run(), run("--engine", "discrete", "--dt", "1e-5")
+    for se, sd in zip(ev["samples"], di["samples"]):
+        for le, ld in zip(se["layers"], sd["layers"]):
+            assert le["indices"] == ld["indices"]
+            np.testing.assert_allclose(ld["times"], le["times"], atol=3e-5)

@@ -1,0 +1,168 @@
+"""Datasets, losses, the training loop (exact resume) and the Yin-Yang task runner."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eventsnn import loss as L
+from eventsnn.classify import ClassifierConfig
+from eventsnn.datasets import two_d
+from eventsnn.tasks import run_point_task
+from eventsnn.train import TrainConfig
+
+SMALL = ClassifierConfig(hidden=30)
+
+
+def test_yinyang_reference_protocol():
+    x, y = two_d.yinyang("train")
+    assert x.shape == (5000, 2) and np.all((x >= 0) & (x <= 1))
+    assert np.bincount(y).tolist() == [1667, 1667, 1666]
+    assert np.all(two_d.yinyang_class(x[:, 0], x[:, 1]) == y)
+    x2, y2 = two_d.yinyang("train")
+    np.testing.assert_array_equal(x, x2)  # fixed seed
+    xt, _ = two_d.yinyang("test")
+    assert xt.shape == (1000, 2) and not np.allclose(xt[:10], x[:10])
+
+
+def test_yinyang_geometry():
+    cls = two_d.yinyang_class
+    assert cls(0.25, 0.5) == 2 and cls(0.75, 0.5) == 2  # the dots
+    assert cls(0.02, 0.02) == -1  # outside the circle
+    assert cls(0.5, 0.9) == 0 and cls(0.5, 0.1) == 1  # upper half yin, lower half yang
+
+
+def test_cross_entropy_and_prediction():
+    t = jnp.array([[1e-3, 2e-3, jnp.inf], [jnp.inf, jnp.inf, jnp.inf]])
+    np.testing.assert_array_equal(L.first_spike_prediction(t), [0, -1])
+    labels = jnp.array([0, 1])
+    ce = L.first_spike_cross_entropy(t, labels, t_max=0.03, tau=5e-3)
+    logits = -jnp.where(jnp.isfinite(t), t, 0.03) / 5e-3
+    expected = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(2), labels])
+    np.testing.assert_allclose(ce, expected)
+    # The label neuron spiking earlier lowers the loss.
+    assert L.first_spike_cross_entropy(t.at[0, 0].set(0.5e-3), labels, t_max=0.03, tau=5e-3) < ce
+
+
+def test_silent_push_raises_weights_into_neurons_that_should_fire():
+    w = jnp.zeros((2, 2))
+    g = jax.grad(L.silent_neuron_push)(w, jnp.array([[True, False]]), jnp.array([[False, True]]))
+    np.testing.assert_array_equal(g, [[-1.0, 0.0], [0.0, 0.0]])
+
+
+def _run(tmp_path, stop_after=None, resume=False, epochs=4):
+    return run_point_task(
+        "circles",
+        SMALL,
+        TrainConfig(epochs=epochs, batch_size=50, seed=3),
+        checkpoint_dir=tmp_path / "ckpt",
+        resume=resume,
+        stop_after=stop_after,
+        metrics_path=tmp_path / "metrics.jsonl",
+        train_samples=500,
+    )
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = _run(tmp_path / "a")
+    _run(tmp_path / "b", stop_after=2)
+    resumed = _run(tmp_path / "b", resume=True)
+    for a, b in zip(full["weights"], resumed["weights"]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines[:-1]] == [1, 2, 3, 4]
+    assert json.loads(lines[-1])["test_accuracy"] == full["test_accuracy"]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    _run(tmp_path, stop_after=1)
+    with pytest.raises(ValueError, match="other settings"):
+        run_point_task(
+            "circles",
+            dataclasses.replace(SMALL, loss_tau=1e-3),
+            TrainConfig(epochs=4, batch_size=50, seed=3),
+            checkpoint_dir=tmp_path / "ckpt",
+            resume=True,
+            train_samples=500,
+        )
+
+
+def test_same_seed_same_run(tmp_path):
+    a = _run(tmp_path / "a", epochs=2)
+    b = _run(tmp_path / "b", epochs=2)
+    for x, y in zip(a["weights"], b["weights"]):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("engine", ["event", "discrete"])
+def test_yinyang_learns(engine):
+    """A few epochs on a subset: accuracy well above chance (1/3)."""
+    grad = "eventprop" if engine == "event" else "surrogate"
+    model = dataclasses.replace(SMALL, engine=engine, grad=grad, hidden=60)
+    res = run_point_task("yinyang", model, TrainConfig(epochs=8, seed=0), train_samples=2000)
+    assert res["test_accuracy"] > 0.6, res["test_accuracy"]
+
+
+def test_runner_help_and_bad_combination():
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.yinyang", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0
+    for option in (
+        "--engine",
+        "--grad",
+        "--seed",
+        "--epochs",
+        "--metrics",
+        "--plots",
+        "--checkpoint",
+        "--resume",
+    ):
+        assert option in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "tasks.yinyang", "--engine", "discrete", "--grad", "eventprop"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "does not go with engine" in bad.stderr
+
+
+def test_runner_end_to_end(tmp_path):
+    metrics, plots = tmp_path / "m.jsonl", tmp_path / "plots"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tasks.yinyang",
+            "--epochs",
+            "2",
+            "--train-samples",
+            "640",
+            "--metrics",
+            str(metrics),
+            "--plots",
+            str(plots),
+            "--checkpoint",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("test accuracy:")
+    final = json.loads(metrics.read_text().splitlines()[-1])
+    assert 0 <= final["test_accuracy"] <= 1
+    assert f"{100 * final['test_accuracy']:.2f}%" in last
+    for name in ("learning_curves.png", "raster.png", "decision_map.png"):
+        assert (plots / name).stat().st_size > 1000
