@@ -6,6 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gradcheck import fd_check, gradients, loss_fn
+from hypothesis import assume, given, settings
+from test_event_core import STRUCTURES, build, cases
+from test_event_core import T_MAX as CASE_T_MAX
 
 import eventsnn as es
 from eventsnn.neuron import kernel
@@ -204,9 +207,6 @@ def test_time_constants_are_trainable():
 
 # Random networks as in the event-core tests: both methods against central differences
 # along random directions, and against each other.
-from hypothesis import assume, given, settings  # noqa: E402
-from test_event_core import STRUCTURES, build, cases  # noqa: E402
-from test_event_core import T_MAX as CASE_T_MAX
 
 
 @settings(max_examples=16)
