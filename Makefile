@@ -25,7 +25,7 @@ lint: venv
 	$(PY) -m ruff check src tests benchmarks tasks
 
 demo: venv
-	$(PY) -m tasks.simulate_example
+	$(PY) -m tasks.yinyang
 
 bench: venv
 	$(PY) benchmarks/event_core.py

@@ -21,6 +21,7 @@ from .event.simulate import simulate as simulate
 from .event.spike_time import NewtonSolver as NewtonSolver
 from .event.spike_time import QuadraticSolver as QuadraticSolver
 from .event.spike_time import SpikeTimeSolver as SpikeTimeSolver
+from . import loss as loss
 from .loss import linear_spike_time_loss as linear_spike_time_loss
 from .network import Layer as Layer
 from .network import Network as Network
