@@ -24,10 +24,12 @@ import eventsnn as es
 
 def network(rng):
     kw = dict(tau_mem=0.01, tau_syn=0.005)
-    return es.Network([
-        es.dense_layer(rng.normal(0.8, 1.2, (5, 120)), **kw),
-        es.dense_layer(rng.normal(0.1, 0.2, (120, 3)), **kw),
-    ])
+    return es.Network(
+        [
+            es.dense_layer(rng.normal(0.8, 1.2, (5, 120)), **kw),
+            es.dense_layer(rng.normal(0.1, 0.2, (120, 3)), **kw),
+        ]
+    )
 
 
 def make(dt, t_max, grad: bool):
@@ -41,9 +43,9 @@ def make(dt, t_max, grad: bool):
     @eqx.filter_jit
     def value_and_grad(net, x):
         labels = jnp.zeros(x.times.shape[0], jnp.int32)
-        return jax.value_and_grad(
-            lambda n: es.loss.voltage_cross_entropy(scores(n, x), labels)
-        )(net)
+        return jax.value_and_grad(lambda n: es.loss.voltage_cross_entropy(scores(n, x), labels))(
+            net
+        )
 
     return value_and_grad
 
@@ -61,8 +63,15 @@ def main():
             x = yinyang_like_inputs(batch, rng)
             rate = batch / best_time(fn, net, x, repeats=3)
             name = "fwd_grad" if grad else "fwd"
-            emit({"case": f"discrete_5_120_3_{name}", "dt_s": 0.5e-3, "t_max_s": 0.03,
-                  "batch": batch, "samples_per_s": rate})
+            emit(
+                {
+                    "case": f"discrete_5_120_3_{name}",
+                    "dt_s": 0.5e-3,
+                    "t_max_s": 0.03,
+                    "batch": batch,
+                    "samples_per_s": rate,
+                }
+            )
             summary[f"discrete_{name}_b{batch}_samples_per_s"] = rate
     x = yinyang_like_inputs(64, rng)
     for steps in (60, 600, 6000) if not args.quick else (60, 600):

@@ -27,8 +27,15 @@ def make_grad(method, t_max, budgets, solver):
     @eqx.filter_jit
     def value_and_grad(net, inputs):
         def loss(n):
-            res = es.simulate(n, inputs, t_max=t_max, max_spikes=budgets, method=method,
-                              solver=solver, check_overflow=False)
+            res = es.simulate(
+                n,
+                inputs,
+                t_max=t_max,
+                max_spikes=budgets,
+                method=method,
+                solver=solver,
+                check_overflow=False,
+            )
             return jnp.mean(es.linear_spike_time_loss(res.output, jnp.array([1.0, -0.5, 0.25])))
 
         return jax.value_and_grad(loss)(net)
@@ -62,8 +69,12 @@ def main():
         for batch in (64,) if args.quick else (64, 256):
             inputs = yinyang_like_inputs(batch, rng)
             seconds = best_time(fn, net, inputs, repeats=3)
-            rec = {"case": "yinyang_5_120_3_fwd_grad", "method": method, "batch": batch,
-                   "samples_per_s": batch / seconds}
+            rec = {
+                "case": "yinyang_5_120_3_fwd_grad",
+                "method": method,
+                "batch": batch,
+                "samples_per_s": batch / seconds,
+            }
             emit(rec)
             summary[f"grad_{method}_b{batch}_samples_per_s"] = rec["samples_per_s"]
 
@@ -71,14 +82,27 @@ def main():
     for method in ("eventprop", "analytic"):
         for t_max in (0.03, 0.3, 3.0):
             mib = temp_mib(make_grad(method, t_max, budgets, solver), net, inputs)
-            emit({"case": "memory_vs_t_max", "method": method, "t_max_s": t_max,
-                  "budgets": budgets, "temp_mib": mib})
+            emit(
+                {
+                    "case": "memory_vs_t_max",
+                    "method": method,
+                    "t_max_s": t_max,
+                    "budgets": budgets,
+                    "temp_mib": mib,
+                }
+            )
             summary[f"mem_{method}_tmax{t_max}_mib"] = mib
         for hidden_budget in (64, 256) if args.quick else (64, 256, 1024):
             b = (hidden_budget, 16)
             mib = temp_mib(make_grad(method, 0.03, b, solver), net, inputs)
-            emit({"case": "memory_vs_events", "method": method, "hidden_budget": hidden_budget,
-                  "temp_mib": mib})
+            emit(
+                {
+                    "case": "memory_vs_events",
+                    "method": method,
+                    "hidden_budget": hidden_budget,
+                    "temp_mib": mib,
+                }
+            )
             summary[f"mem_{method}_budget{hidden_budget}_mib"] = mib
     summary["peak_rss_mib"] = peak_rss_mib()
     emit(summary)

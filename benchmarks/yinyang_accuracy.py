@@ -15,9 +15,8 @@ import numpy as np
 from _timing import emit, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks.yinyang import configs  # noqa: E402
-
 from eventsnn.tasks import run_point_task  # noqa: E402
+from tasks.yinyang import configs  # noqa: E402
 
 
 def main():
@@ -29,19 +28,35 @@ def main():
     args = p.parse_args()
     accuracies, seconds = [], []
     for seed in args.seeds:
-        ns = argparse.Namespace(engine=args.engine, grad=args.grad, seed=seed,
-                                epochs=args.epochs, batch_size=None)
+        ns = argparse.Namespace(
+            engine=args.engine, grad=args.grad, seed=seed, epochs=args.epochs, batch_size=None
+        )
         model, train = configs(ns)
         res = run_point_task("yinyang", model, train)
         accuracies.append(res["test_accuracy"])
         seconds.append(res["seconds_per_epoch"])
-        emit({"engine": model.engine, "grad": model.grad, "seed": seed,
-              "test_accuracy": res["test_accuracy"], "epochs": res["epochs"],
-              "seconds_per_epoch": res["seconds_per_epoch"]})
-    emit({"benchmark": "yinyang_accuracy", "engine": args.engine, "grad": model.grad,
-          "seeds": args.seeds, "test_accuracy_mean": float(np.mean(accuracies)),
-          "test_accuracy_min": float(np.min(accuracies)),
-          "seconds_per_epoch_median": float(np.median(seconds)), **machine()})
+        emit(
+            {
+                "engine": model.engine,
+                "grad": model.grad,
+                "seed": seed,
+                "test_accuracy": res["test_accuracy"],
+                "epochs": res["epochs"],
+                "seconds_per_epoch": res["seconds_per_epoch"],
+            }
+        )
+    emit(
+        {
+            "benchmark": "yinyang_accuracy",
+            "engine": args.engine,
+            "grad": model.grad,
+            "seeds": args.seeds,
+            "test_accuracy_mean": float(np.mean(accuracies)),
+            "test_accuracy_min": float(np.min(accuracies)),
+            "seconds_per_epoch_median": float(np.median(seconds)),
+            **machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ DOP853 at tight tolerances and threshold crossings located by ``solve_ivp`` even
 (brentq on the dense output).
 
 Between two breakpoints each active neuron's ``V`` is a constant plus two exponentials,
-so it has at most one extremum: a neuron whose ``V`` is rising at the interval start can
-have one maximum, found as a ``dV/dt = 0`` event. A maximum at or above threshold that
-was not preceded by a detected crossing (both inside one solver step) is caught and
-its crossing found by brentq on the dense output.
+so it has at most one extremum. ``solve_ivp`` only sees sign changes at step ends (an
+excursion above threshold inside one step is invisible to it) and drops every event after
+the first terminal one, so after each solve every active neuron is checked on the solved
+span: it crossed iff ``V >= v_th`` at the end or its interior maximum (where ``dV/dt``
+turns negative, found by brentq) is ``>= v_th``; the earliest crossing wins. Maxima that
+stay below threshold give the ``margin`` diagnostic.
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ def _as_vec(x, n):
     return np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)).astype(np.float64)
 
 
-def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13, atol=1e-13):
+def _slope(y, g, n_total, v_leak):
+    """tau_mem dV/dt of neuron g at state y."""
+    return y[n_total + g] - (y[g] - v_leak[g])
+
+
+def reference_simulate(
+    layers, input_times, input_indices, t_max, *, max_spikes=None, rtol=1e-13, atol=1e-13
+):
     """Simulate a network of CuBa-LIF layers.
 
     Args:
@@ -52,6 +61,8 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
             ``t_refrac`` (scalars or ``[n]``) and ``delay`` (float, default 0).
         input_times, input_indices: input spikes (any order; non-finite times ignored).
         t_max: horizon (s); spikes at times ``<= t_max`` are reported.
+        max_spikes: stop once a layer has emitted more than this many spikes (runaway
+            networks), setting ``diagnostics["overflow"]``; None: no limit.
 
     Returns:
         ``(spikes, diagnostics)``: ``spikes`` is a list (one per layer) of
@@ -64,7 +75,8 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
         - ``min_slope``: smallest ``dV/dt`` (1/s) at a threshold crossing (``inf`` if none).
         - ``end_gap``: smallest distance (s) between ``t_max`` and a spike time, or the
           first-order time to threshold of a neuron rising at ``t_max``.
-        - ``n_spikes``: spikes per layer; ``n_intervals``: integration pieces.
+        - ``n_spikes``: spikes per layer; ``n_intervals``: integration pieces;
+          ``overflow``: stopped early because of `max_spikes`.
     """
     sizes = [np.asarray(layer["weights"]).shape[1] for layer in layers]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -85,7 +97,8 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
     delays = [float(layer.get("delay", 0.0) or 0.0) for layer in layers]
     weights = [np.asarray(layer["weights"], dtype=np.float64) for layer in layers]
     rec = [
-        None if layer.get("recurrent_weights") is None
+        None
+        if layer.get("recurrent_weights") is None
         else np.asarray(layer["recurrent_weights"], dtype=np.float64)
         for layer in layers
     ]
@@ -104,8 +117,7 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
         if k < len(layers) and time <= t_max and np.any(row != 0):
             heapq.heappush(queue, (time, next(seq), k, row))
 
-    for t_in, c in zip(np.asarray(input_times, float).ravel(),
-                       np.asarray(input_indices).ravel()):
+    for t_in, c in zip(np.asarray(input_times, float).ravel(), np.asarray(input_indices).ravel()):
         if np.isfinite(t_in):
             push(float(t_in) + delays[0], 0, weights[0][int(c)])
 
@@ -114,8 +126,13 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
     refrac_until = np.full(n_total, -np.inf)  # refractory while t < refrac_until
     spike_t: list[list[float]] = [[] for _ in layers]
     spike_i: list[list[int]] = [[] for _ in layers]
-    diag = dict(margin=float(np.min(np.abs(v_leak - v_th))), min_slope=np.inf,
-                end_gap=np.inf, n_intervals=0)
+    diag = dict(
+        margin=float(np.min(np.abs(v_leak - v_th))),
+        min_slope=np.inf,
+        end_gap=np.inf,
+        n_intervals=0,
+        overflow=False,
+    )
 
     def emit(t, neurons):
         for g in sorted(neurons):
@@ -139,7 +156,7 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
         slope_before = (cur - (v - v_leak)) / tau_mem
         while queue and queue[0][0] <= t:
             _, _, k, row = heapq.heappop(queue)
-            cur[offsets[k]:offsets[k + 1]] += row
+            cur[offsets[k] : offsets[k + 1]] += row
         slope_after = (cur - (v - v_leak)) / tau_mem
         kink = active & (slope_before > 0) & (slope_after <= 0)
         if kink.any():
@@ -150,6 +167,9 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
     emit(0.0, np.flatnonzero(v >= v_th))
 
     while True:
+        if max_spikes is not None and max(len(x) for x in spike_t) > max_spikes:
+            diag["overflow"] = True
+            break
         apply_arrivals(t)
         active = refrac_until <= t
         if t >= t_max:
@@ -166,48 +186,70 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
             continue
 
         act = np.flatnonzero(active)
-        rising = act[(cur[act] - (v[act] - v_leak[act])) > 0]
         events = []
         for g in act:
+
             def cross(_, y, g=g):
                 return y[g] - v_th[g]
+
             cross.terminal, cross.direction = True, 1.0
             events.append(cross)
-        for g in rising:
-            def peak(_, y, g=g):
-                return y[n_total + g] - (y[g] - v_leak[g])
-            peak.terminal, peak.direction = False, -1.0
-            events.append(peak)
 
         y0 = np.concatenate([v, cur])
-        sol = solve_ivp(partial(rhs, mask=active.astype(float)), (t, t_next), y0,
-                        method="DOP853", rtol=rtol, atol=atol, events=events,
-                        dense_output=True)
+        sol = solve_ivp(
+            partial(rhs, mask=active.astype(float)),
+            (t, t_next),
+            y0,
+            method="DOP853",
+            rtol=rtol,
+            atol=atol,
+            events=events,
+            dense_output=True,
+        )
         assert sol.success, sol.message
         diag["n_intervals"] += 1
 
         t_stop, y_stop, hit = t_next, sol.y[:, -1], None
-        n_act = len(act)
         for e, g in enumerate(act):
             if len(sol.t_events[e]):
                 t_stop, y_stop, hit = float(sol.t_events[e][0]), sol.y_events[e][0], g
-        # maxima inside the interval (before the stop): missed crossings or margins
-        missed = []
-        for e, g in enumerate(rising):
-            for tm_, ym in zip(sol.t_events[n_act + e], sol.y_events[n_act + e]):
-                if tm_ > t_stop:
+        # solve_ivp only sees sign changes at step ends: a crossing followed by a fall
+        # below threshold within one step is invisible to it, and it drops every event
+        # after the first terminal one. Check every active neuron on [t, t_stop]: V has
+        # at most one extremum there, so it crossed iff V(t_stop) >= v_th or it has an
+        # interior maximum >= v_th.
+        first, maxima = (t_stop, hit), []
+        slope0 = cur - (v - v_leak)
+        slope1 = y_stop[n_total:] - (y_stop[:n_total] - v_leak)
+        for g in act:
+            if g == hit:
+                continue
+            top = t_stop
+            if y_stop[g] < v_th[g]:
+                if not (slope0[g] > 0 > slope1[g]):
+                    continue  # monotone or a minimum: no crossing, no maximum
+                top = brentq(
+                    lambda s, g=g, d=sol.sol: _slope(d(s), g, n_total, v_leak),
+                    t,
+                    t_stop,
+                    xtol=1e-18,
+                    rtol=_EPS4,
+                )
+                v_top = sol.sol(top)[g]
+                if v_top < v_th[g]:
+                    maxima.append((top, v_th[g] - v_top))
                     continue
-                if ym[g] >= v_th[g] and g != hit:
-                    # up-and-down inside one solver step: V increasing on [t, tm_]
-                    def f(s, g=g, dense=sol.sol):
-                        return dense(s)[g] - v_th[g]
-                    missed.append((brentq(f, t, tm_, xtol=1e-18, rtol=_EPS4), g))
-                elif ym[g] < v_th[g]:
-                    diag["margin"] = min(diag["margin"], float(v_th[g] - ym[g]))
-        if missed:
-            tc, g = min(missed)
-            if hit is None or tc < t_stop:
-                t_stop, y_stop, hit = tc, sol.sol(tc), g
+            tc = brentq(
+                lambda s, g=g, d=sol.sol: d(s)[g] - v_th[g], t, top, xtol=1e-18, rtol=_EPS4
+            )
+            if tc < first[0]:
+                first = (tc, g)
+        if first[1] is not None and first[1] != hit:
+            t_stop, hit = first
+            y_stop = sol.sol(t_stop)
+        for tm_, gap in maxima:
+            if tm_ <= t_stop:
+                diag["margin"] = min(diag["margin"], float(gap))
 
         v, cur = y_stop[:n_total].copy(), y_stop[n_total:].copy()
         t = t_stop
@@ -216,8 +258,7 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
                 dv = (cur - (v - v_leak)) / tau_mem
                 up = active & (dv > 0)
                 if up.any():
-                    diag["end_gap"] = min(diag["end_gap"],
-                                          float(np.min((v_th - v)[up] / dv[up])))
+                    diag["end_gap"] = min(diag["end_gap"], float(np.min((v_th - v)[up] / dv[up])))
             continue
 
         # the crossing neuron, plus any active neuron reaching threshold within TIE_WINDOW
@@ -236,4 +277,3 @@ def reference_simulate(layers, input_times, input_indices, t_max, *, rtol=1e-13,
         spikes.append((tt[order], ii[order]))
     diag["n_spikes"] = [len(s[0]) for s in spikes]
     return spikes, diag
-

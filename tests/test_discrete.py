@@ -34,11 +34,11 @@ def _net(rng, **params):
 INPUTS = es.Spikes(jnp.array([[0.001, 0.002, 0.0035, 0.006]]), jnp.array([[0, 1, 2, 0]]))
 
 
-def spike_errors(net, inputs, dt, t_max=0.03):
+def spike_errors(net, inputs, dt, t_max=0.03, rule=es.ForwardEuler()):
     """Fraction of neurons with the same spike count in both engines, and the errors
     |t_discrete - t_event| of their spikes."""
     ev = es.simulate(net, inputs, t_max=t_max, max_spikes=128)
-    d = es.simulate_discrete(net, inputs, dt=dt, t_max=t_max, record_voltages=False)
+    d = es.simulate_discrete(net, inputs, dt=dt, t_max=t_max, record_voltages=False, rule=rule)
     same, total, errors = 0, 0, []
     for k, layer in enumerate(net.layers):
         rec, _ = es.trains_to_spikes(d.trains[k], dt, 128)
@@ -65,17 +65,55 @@ def test_converges_to_event_core_first_order():
     assert 5 < mean_error[1e-5] / mean_error[1e-6] < 20
 
 
-def test_convergence_on_random_networks_at_10us():
-    """Random networks and batches at dt = 10 us: >= 95% of neurons with the same count,
-    >= 95% of their spikes within 3 dt (near-grazing spikes amplify any timing error)."""
-    rng = np.random.default_rng(7)
-    inputs = es.Spikes(rng.uniform(0, 0.01, (4, 6)), rng.integers(0, 3, (4, 6)))
-    dt = 1e-5
-    for seed in range(3):
-        frac, errors = spike_errors(_net(np.random.default_rng(seed)), inputs, dt)
-        assert frac >= 0.95
-        assert len(errors) > 20
-        assert np.mean(errors <= 3 * dt) >= 0.95
+def _random_cases():
+    """Unpadded random networks of the event-core tests: every structure, ratio mode and
+    leak mode, refractoriness on and off, input ties."""
+    from test_event_core import STRUCTURES, Case
+
+    out = []
+    for k, structure in enumerate(STRUCTURES):
+        for seed in range(2):
+            n = structure[0]
+            out.append(
+                Case(
+                    structure=structure,
+                    n_in=3 + seed,
+                    sizes=(6, 4, 3)[:n],
+                    ratio_modes=(("1", "2", "uniform")[(k + seed) % 3],) * n,
+                    leak_modes=(("zero", "below", "tonic")[(k + 2 * seed) % 3],) * n,
+                    refrac=((k + seed) % 2 == 0,) * n,
+                    n_spikes=12,
+                    ties=("none", "some")[seed],
+                    seed=100 * k + seed,
+                    padded=False,
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize(
+    "rule", [es.ForwardEuler(), es.ExactStep()], ids=lambda r: type(r).__name__
+)
+def test_convergence_on_random_networks_at_10us(rule):
+    """The event-core tests' random networks at dt = 10 us: >= 95% of neurons with the same
+    spike count; where every count matches, >= 95% of the spikes within 3 dt. (Where a
+    near-grazing spike appears or vanishes upstream, everything downstream shifts: those
+    networks are ill-conditioned at any dt and only count towards the first criterion.)"""
+    from test_event_core import T_MAX, build
+
+    dt, same, total, errors = 1e-5, 0.0, 0, []
+    for case in _random_cases():
+        net, inputs = build(case)
+        inputs = es.Spikes(inputs.times[None], inputs.indices[None])
+        frac, err = spike_errors(net, inputs, dt, t_max=T_MAX, rule=rule)
+        n = sum(case.sizes)
+        same, total = same + frac * n, total + n
+        if frac == 1.0:
+            errors.extend(err)
+    errors = np.array(errors)
+    assert same / total >= 0.95
+    assert len(errors) > 150
+    assert np.mean(errors <= 3 * dt) >= 0.95
 
 
 def test_li_readout_integrates_without_spiking():
@@ -166,7 +204,7 @@ def test_cli_discrete_engine_matches_event_engine(tmp_path):
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
-    ev, di = run(), run("--engine", "discrete", "--dt", "1e-5")
+    ev, di = run(), run("--engine", "discrete", "--dt", "1e-6")  # a shallow crossing at 11 ms
     for se, sd in zip(ev["samples"], di["samples"]):
         for le, ld in zip(se["layers"], sd["layers"]):
             assert le["indices"] == ld["indices"]

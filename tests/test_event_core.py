@@ -7,6 +7,11 @@ exactly reproducible `Case`.
 
 Most random networks are padded to a few fixed shapes (extra input channels and neurons
 with zero weights in and out, which never spike), so jit compiles once per structure.
+
+Ill-conditioned draws are assumed away with the reference's diagnostics, never by loosening
+the time tolerance: a PSP maximum within `margin` of threshold (a spike that nearly appears
+or vanishes), a crossing slower than `slope` (1/s), a spike or near-crossing within
+`end_gap` of t_max, or a runaway network that exceeds the spike budget.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ class Case:
     structure: tuple
     n_in: int
     sizes: tuple
-    ratio_modes: tuple  # per layer: "1", "2" or "uniform"
+    ratio_modes: tuple  # per layer: "1", "2", "uniform" or "near1"
     leak_modes: tuple  # per layer: "zero", "below" or "tonic"
     refrac: tuple  # per layer: bool
     n_spikes: int
@@ -118,6 +123,8 @@ def make_network(c: Case):
             tau_syn = tau_mem.copy()
         elif c.ratio_modes[k] == "2":
             tau_syn = tau_mem / 2
+        elif c.ratio_modes[k] == "near1":  # the cancellation-prone regime of the closed form
+            tau_syn = tau_mem * (1 + rng.choice([-1, 1], n) * 10 ** rng.uniform(-12, -4, n))
         else:
             tau_syn = tau_mem / rng.uniform(0.3, 4.0, n)
         v_th = rng.uniform(0.5, 1.5, n)
@@ -138,10 +145,20 @@ def make_network(c: Case):
         weights = np.clip(rng.normal(0.3, 0.6, (n_prev, n)), -1.5, 2.0) * gain * unit
         rec = None
         if rec_layer == k:
-            rec = rng.normal(0.0, 0.35, (n, n)) * unit / max(1.0, n / 2) ** 0.5
-        layers.append(dict(weights=weights, recurrent_weights=rec, tau_mem=tau_mem,
-                           tau_syn=tau_syn, v_th=v_th, v_reset=v_reset, v_leak=v_leak,
-                           t_refrac=t_refrac, delay=delays[k]))
+            rec = rng.normal(0.0, 0.25, (n, n)) * unit / max(1.0, n / 2) ** 0.5
+        layers.append(
+            dict(
+                weights=weights,
+                recurrent_weights=rec,
+                tau_mem=tau_mem,
+                tau_syn=tau_syn,
+                v_th=v_th,
+                v_reset=v_reset,
+                v_leak=v_leak,
+                t_refrac=t_refrac,
+                delay=delays[k],
+            )
+        )
         n_prev = n
     times = rng.uniform(0.0, 25e-3, c.n_spikes)
     indices = rng.integers(0, c.n_in, c.n_spikes)
@@ -156,7 +173,7 @@ def make_network(c: Case):
 
 
 @st.composite
-def cases(draw, structures=STRUCTURES, ratio_modes=("1", "2", "uniform"), padded=True):
+def cases(draw, structures=STRUCTURES, ratio_modes=("1", "2", "uniform", "near1"), padded=True):
     structure = draw(st.sampled_from(structures))
     n_layers = structure[0]
     if not padded:  # arbitrary (static) delays: each example compiles anew
@@ -200,8 +217,9 @@ def build(case: Case, dtype=None):
             rp[:n, :n] = rec
             rec = rp
         params = {p: _pad_vec(layer[p], n_pad, PAD_PARAMS[p]) for p in PARAMS}
-        out.append(es.dense_layer(wp, recurrent_weights=rec, delay=layer["delay"],
-                                  dtype=dtype, **params))
+        out.append(
+            es.dense_layer(wp, recurrent_weights=rec, delay=layer["delay"], dtype=dtype, **params)
+        )
         n_prev_pad = n_pad
     cap = INPUT_CAP if case.padded else max(len(times), 1)
     t = np.full(cap, np.inf)
@@ -213,7 +231,7 @@ def build(case: Case, dtype=None):
 
 def reference(case: Case):
     layers, times, indices = case.data
-    return reference_simulate(layers, times, indices, T_MAX)
+    return reference_simulate(layers, times, indices, T_MAX, max_spikes=MAX_SPIKES)
 
 
 def assert_spikes_match(res, ref_spikes, sizes, tol):
@@ -243,7 +261,7 @@ def check_against_reference(case, dtype, tol, margin, slope, end_gap, solver=Non
     ref_spikes, diag = reference(case)
     note(f"reference diagnostics: {diag}")
     assume(diag["margin"] > margin and diag["min_slope"] > slope and diag["end_gap"] > end_gap)
-    assume(max(diag["n_spikes"]) < MAX_SPIKES)
+    assume(not diag["overflow"] and max(diag["n_spikes"]) < MAX_SPIKES)
     total = sum(diag["n_spikes"])
     event("spikes: " + ("none" if total == 0 else "1-9" if total < 10 else ">= 10"))
     event("last layer spikes: " + ("yes" if diag["n_spikes"][-1] else "no"))
@@ -259,7 +277,7 @@ def check_against_reference(case, dtype, tol, margin, slope, end_gap, solver=Non
 # --------------------------------------------------------------------------------------
 
 
-@settings(max_examples=60)
+@settings(max_examples=150)
 @given(case=cases())
 def test_float64_matches_reference(case):
     check_against_reference(case, None, tol=1e-9, margin=1e-7, slope=1e-1, end_gap=1e-8)
@@ -272,13 +290,14 @@ def test_float64_matches_reference_exact_shapes(case):
     check_against_reference(case, None, tol=1e-9, margin=1e-7, slope=1e-1, end_gap=1e-8)
 
 
-@settings(max_examples=20)
+@settings(max_examples=30)
 @given(case=cases(structures=STRUCTURES[1::2]))
 def test_float32_matches_reference(case):
+    """float32 layers (checked without x64 too: errors there are ~1e-8 s, max 4e-8 s)."""
     check_against_reference(case, jnp.float32, tol=1e-5, margin=1e-3, slope=10.0, end_gap=1e-5)
 
 
-@settings(max_examples=20)
+@settings(max_examples=30)
 @given(case=cases(structures=STRUCTURES[:6], ratio_modes=("2",)))
 def test_quadratic_solver_agrees_with_newton(case):
     """tau_mem = 2 tau_syn everywhere: the closed-form solver gives the Newton spikes."""
@@ -286,12 +305,12 @@ def test_quadratic_solver_agrees_with_newton(case):
         case, None, tol=1e-9, margin=1e-7, slope=1e-1, end_gap=1e-8, solver=es.QuadraticSolver()
     )
     net, inputs = build(case)
-    res_n = es.simulate(net, inputs, t_max=T_MAX, max_spikes=MAX_SPIKES,
-                        solver=es.NewtonSolver())
+    res_n = es.simulate(net, inputs, t_max=T_MAX, max_spikes=MAX_SPIKES, solver=es.NewtonSolver())
     for k in range(len(ref_spikes)):
         np.testing.assert_array_equal(res_q.layers[k].indices, res_n.layers[k].indices)
-        np.testing.assert_allclose(res_q.layers[k].times, res_n.layers[k].times, rtol=0,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            res_q.layers[k].times, res_n.layers[k].times, rtol=0, atol=1e-12
+        )
 
 
 def test_random_networks_do_spike():
@@ -302,20 +321,22 @@ def test_random_networks_do_spike():
         structure = STRUCTURES[s % len(STRUCTURES)]
         k = structure[0]
         case = Case(
-            structure=structure, n_in=int(rng.integers(1, 6)),
+            structure=structure,
+            n_in=int(rng.integers(1, 6)),
             sizes=tuple(int(x) for x in rng.integers(1, 9, k)),
             ratio_modes=tuple(rng.choice(["1", "2", "uniform"], k)),
             leak_modes=tuple(rng.choice(["zero", "below", "below", "tonic"], k)),
             refrac=tuple(bool(x) for x in rng.integers(0, 2, k)),
             n_spikes=int(rng.integers(0, INPUT_CAP + 1)),
-            ties=str(rng.choice(["none", "some", "grid"])), seed=int(rng.integers(2**32)),
+            ties=str(rng.choice(["none", "some", "grid"])),
+            seed=int(rng.integers(2**32)),
         )
         spikes, diag = reference(case)
         counts = [len(t) for t, _ in spikes]
         spiking_last += counts[-1] > 0
         spiking_all += min(counts) > 0
         total += sum(counts)
-        overflowing += max(counts) >= MAX_SPIKES
+        overflowing += diag["overflow"] or max(counts) >= MAX_SPIKES
     assert overflowing <= 0.1 * n, overflowing
     assert spiking_last >= 0.6 * n, spiking_last
     assert spiking_all >= 0.5 * n, spiking_all
@@ -330,8 +351,12 @@ def test_random_networks_do_spike():
 def one_neuron(w, **params):
     p = dict(tau_mem=10e-3, tau_syn=5e-3, v_th=1.0, v_reset=0.0, v_leak=0.0, t_refrac=0.0)
     p.update(params)
-    return dict(weights=np.atleast_2d(np.asarray(w, float)), recurrent_weights=None, delay=0.0,
-                **{k: np.atleast_1d(np.asarray(v, float)) for k, v in p.items()})
+    return dict(
+        weights=np.atleast_2d(np.asarray(w, float)),
+        recurrent_weights=None,
+        delay=0.0,
+        **{k: np.atleast_1d(np.asarray(v, float)) for k, v in p.items()},
+    )
 
 
 def test_reference_matches_closed_forms():
@@ -355,21 +380,52 @@ def test_reference_matches_closed_forms():
     assert diag["margin"] == pytest.approx(1e-4, rel=1e-6)
 
 
+@pytest.mark.parametrize("eps", [1e-6, 1e-9])
+def test_reference_finds_brief_grazing_crossings(eps):
+    """Excursions above threshold far shorter than a solver step (no sign change of
+    V - v_th at step ends) are spikes, also when another neuron's ordinary crossing ends
+    the integration just after them (solve_ivp drops events after a terminal one)."""
+    tau_m, tau_s, t_in = 10e-3, 4e-3, 2e-3
+    t_peak, k_peak = psp_peak(tau_m, tau_s)
+    w = [(1 + eps) / k_peak, (1 + 2 * eps) / k_peak, (1 - eps) / k_peak]
+    t_cross = [
+        bisect(lambda t, wi=wi: wi * psp(t, tau_m, tau_s) - 1.0, 0.0, t_peak) for wi in w[:2]
+    ]
+    # neuron 3 (tau_mem = tau_syn = 20 ms: still steeply rising) crosses a third of the
+    # way through neuron 0's excursion
+    t3 = t_cross[0] + (t_peak - t_cross[0]) / 3
+    w.append(1.0 / psp(t3, 20e-3, 20e-3))
+    layer = one_neuron(0.0, tau_syn=tau_s)
+    layer["weights"] = np.array([w])
+    layer.update({p: np.repeat(layer[p], 4) for p in PARAMS})
+    layer["tau_mem"][3] = layer["tau_syn"][3] = 20e-3
+    spikes, diag = reference_simulate([layer], [t_in], [0], T_MAX)
+    t3 = bisect(lambda t: w[3] * psp(t, 20e-3, 20e-3) - 1.0, 0.0, 20e-3)
+    times, idx = spikes[0]
+    np.testing.assert_array_equal(idx[:3], [1, 0, 3])  # then neuron 3 fires on
+    assert set(idx[3:]) == {3}
+    np.testing.assert_allclose(
+        times[:3], t_in + np.array([t_cross[1], t_cross[0], t3]), rtol=0, atol=1e-9
+    )
+    assert diag["margin"] == pytest.approx(eps, rel=1e-3)
+
+
 # --------------------------------------------------------------------------------------
 # Single neurons against hand-derived closed forms
 # --------------------------------------------------------------------------------------
 
 
-def single(w, t_in=(2e-3,), dtype=None, max_spikes=16, t_max=T_MAX, check_overflow=True,
-           **params):
+def single(w, t_in=(2e-3,), dtype=None, max_spikes=16, t_max=T_MAX, check_overflow=True, **params):
     p = dict(tau_mem=10e-3, tau_syn=5e-3, v_th=1.0, v_reset=0.0, v_leak=0.0, t_refrac=0.0)
     p.update(params)
     net = es.Network([es.dense_layer(np.full((1, 1), w), dtype=dtype, **p)])
     t_in = np.asarray(t_in, float)
-    inputs = es.Spikes(t_in if len(t_in) else [np.inf],
-                       np.zeros(len(t_in), int) if len(t_in) else [-1])
-    res = es.simulate(net, inputs, t_max=t_max, max_spikes=max_spikes,
-                      check_overflow=check_overflow)
+    inputs = es.Spikes(
+        t_in if len(t_in) else [np.inf], np.zeros(len(t_in), int) if len(t_in) else [-1]
+    )
+    res = es.simulate(
+        net, inputs, t_max=t_max, max_spikes=max_spikes, check_overflow=check_overflow
+    )
     return np.asarray(res.layers[0].times)[: int(res.counts[0])], res
 
 
@@ -413,8 +469,17 @@ def test_tonic_firing_period(t_refrac, v_reset):
     period = t_refrac + tau_m * math.log((v_leak - v_reset) / (v_leak - v_th))
     n = int(T_MAX / period) + 1
     assert T_MAX - (n - 1) * period > 1e-5  # not at the horizon
-    times, _ = single(0.0, t_in=[], tau_mem=tau_m, tau_syn=3e-3, v_leak=v_leak, v_th=v_th,
-                      v_reset=v_reset, t_refrac=t_refrac, max_spikes=64)
+    times, _ = single(
+        0.0,
+        t_in=[],
+        tau_mem=tau_m,
+        tau_syn=3e-3,
+        v_leak=v_leak,
+        v_th=v_th,
+        v_reset=v_reset,
+        t_refrac=t_refrac,
+        max_spikes=64,
+    )
     np.testing.assert_allclose(times, period * np.arange(n), rtol=0, atol=1e-12)
 
 
@@ -439,11 +504,17 @@ def test_equal_and_nearly_equal_time_constants():
 
 
 def _layers_net(layers):
-    return es.Network([
-        es.dense_layer(lay["weights"], recurrent_weights=lay["recurrent_weights"],
-                       delay=lay["delay"], **{p: lay[p] for p in PARAMS})
-        for lay in layers
-    ])
+    return es.Network(
+        [
+            es.dense_layer(
+                lay["weights"],
+                recurrent_weights=lay["recurrent_weights"],
+                delay=lay["delay"],
+                **{p: lay[p] for p in PARAMS},
+            )
+            for lay in layers
+        ]
+    )
 
 
 def _record(res, k):
@@ -460,14 +531,25 @@ def test_identical_neurons_spike_at_exactly_the_same_time():
     emitted, index 0 first, and the next layer receives both (one alone is subthreshold)."""
     lif = dict(delay=0.0, recurrent_weights=None, v_th=1.0, t_refrac=0.0)
     layers = [
-        dict(weights=np.array([[3.0, 3.0], [2.5, 2.5]]), tau_mem=10e-3, tau_syn=4e-3,
-             v_reset=-0.2, v_leak=0.1, **{**lif, "t_refrac": 1e-3}),
+        dict(
+            weights=np.array([[3.0, 3.0], [2.5, 2.5]]),
+            tau_mem=10e-3,
+            tau_syn=4e-3,
+            v_reset=-0.2,
+            v_leak=0.1,
+            **{**lif, "t_refrac": 1e-3},
+        ),
         # r = 1: one spike peaks at 2.2/e = 0.81 < 1, two together at 1.62
-        dict(weights=np.array([[2.2], [2.2]]), tau_mem=5e-3, tau_syn=5e-3, v_reset=0.0,
-             v_leak=0.0, **lif),
+        dict(
+            weights=np.array([[2.2], [2.2]]),
+            tau_mem=5e-3,
+            tau_syn=5e-3,
+            v_reset=0.0,
+            v_leak=0.0,
+            **lif,
+        ),
     ]
-    res = es.simulate(_layers_net(layers), es.Spikes(T_TIES, I_TIES), t_max=T_MAX,
-                      max_spikes=64)
+    res = es.simulate(_layers_net(layers), es.Spikes(T_TIES, I_TIES), t_max=T_MAX, max_spikes=64)
     times, idx = _record(res, 0)
     assert len(times) >= 4 and len(times) % 2 == 0
     np.testing.assert_array_equal(idx, np.tile([0, 1], len(times) // 2))
@@ -495,13 +577,30 @@ def test_simultaneous_spikes_with_recurrence(twins):
     tau_mem = np.full(3, 10e-3)
     tau_mem[other] = 8e-3
     layers = [
-        dict(weights=w, recurrent_weights=rec, delay=0.0, tau_mem=tau_mem, tau_syn=5e-3,
-             v_th=1.0, v_reset=-0.2, v_leak=0.1, t_refrac=1e-3),
-        dict(weights=np.array([[1.5], [1.5], [1.0]]), recurrent_weights=None, delay=0.0,
-             tau_mem=5e-3, tau_syn=5e-3, v_th=1.0, v_reset=0.0, v_leak=0.0, t_refrac=0.0),
+        dict(
+            weights=w,
+            recurrent_weights=rec,
+            delay=0.0,
+            tau_mem=tau_mem,
+            tau_syn=5e-3,
+            v_th=1.0,
+            v_reset=-0.2,
+            v_leak=0.1,
+            t_refrac=1e-3,
+        ),
+        dict(
+            weights=np.array([[1.5], [1.5], [1.0]]),
+            recurrent_weights=None,
+            delay=0.0,
+            tau_mem=5e-3,
+            tau_syn=5e-3,
+            v_th=1.0,
+            v_reset=0.0,
+            v_leak=0.0,
+            t_refrac=0.0,
+        ),
     ]
-    res = es.simulate(_layers_net(layers), es.Spikes(T_TIES, I_TIES), t_max=T_MAX,
-                      max_spikes=64)
+    res = es.simulate(_layers_net(layers), es.Spikes(T_TIES, I_TIES), t_max=T_MAX, max_spikes=64)
     times, idx = _record(res, 0)
     ta, tb = times[idx == a], times[idx == b]
     assert len(ta) >= 2 and len(ta) == len(tb)
@@ -513,8 +612,16 @@ def test_simultaneous_spikes_with_recurrence(twins):
 
 
 def test_overflow_is_reported_and_raised():
-    kw = dict(t_in=[], tau_mem=4e-3, tau_syn=2e-3, v_leak=1.5, v_th=1.0, v_reset=0.0,
-              t_refrac=1e-3, max_spikes=3)
+    kw = dict(
+        t_in=[],
+        tau_mem=4e-3,
+        tau_syn=2e-3,
+        v_leak=1.5,
+        v_th=1.0,
+        v_reset=0.0,
+        t_refrac=1e-3,
+        max_spikes=3,
+    )
     times, res = single(0.0, check_overflow=False, **kw)
     assert bool(res.overflow[0]) and int(res.counts[0]) == 3
     period = 1e-3 + 4e-3 * math.log(1.5 / 0.5)  # 5.4 ms: 6 spikes due before t_max
@@ -527,9 +634,19 @@ def test_overflow_is_reported_and_raised():
 
 
 def _fixed_net():
-    return build(Case(structure=STRUCTURES[4], n_in=3, sizes=(5, 4), ratio_modes=("uniform", "1"),
-                      leak_modes=("below", "tonic"), refrac=(True, False), n_spikes=16,
-                      ties="some", seed=1234))[0]
+    return build(
+        Case(
+            structure=STRUCTURES[4],
+            n_in=3,
+            sizes=(5, 4),
+            ratio_modes=("uniform", "1"),
+            leak_modes=("below", "tonic"),
+            refrac=(True, False),
+            n_spikes=16,
+            ties="some",
+            seed=1234,
+        )
+    )[0]
 
 
 def test_vmap_batch_equals_per_sample():
@@ -544,13 +661,15 @@ def test_vmap_batch_equals_per_sample():
     assert res.counts.shape == (4, 2)
     n_spikes = 0
     for b in range(4):
-        one = es.simulate(net, es.Spikes(batch_t[b], batch_i[b]), t_max=T_MAX,
-                          max_spikes=MAX_SPIKES)
+        one = es.simulate(
+            net, es.Spikes(batch_t[b], batch_i[b]), t_max=T_MAX, max_spikes=MAX_SPIKES
+        )
         np.testing.assert_array_equal(res.counts[b], one.counts)
         for k in range(2):
             np.testing.assert_array_equal(res.layers[k].indices[b], one.layers[k].indices)
-            np.testing.assert_allclose(res.layers[k].times[b], one.layers[k].times, rtol=0,
-                                       atol=1e-13)
+            np.testing.assert_allclose(
+                res.layers[k].times[b], one.layers[k].times, rtol=0, atol=1e-13
+            )
         n_spikes += int(one.counts.sum())
     assert n_spikes > 0
 
@@ -593,6 +712,7 @@ def test_bad_parameters_name_the_field():
 
 
 def test_float32_layers_stay_float32():
+    """A float32 network is simulated and reported in float32, also with x64 enabled."""
     times, res = single(3.0, t_in=[1e-3, 2e-3], dtype=jnp.float32)
     assert res.layers[0].times.dtype == jnp.float32
     assert len(times) == 1

@@ -1,6 +1,9 @@
 """eventsnn: event-driven, continuous-time spiking neural networks with exact gradients."""
 
+from . import loss as loss
+from .discrete.rules import ExactStep as ExactStep
 from .discrete.rules import ForwardEuler as ForwardEuler
+from .discrete.rules import IntegrateAndReset as IntegrateAndReset
 from .discrete.rules import StepRule as StepRule
 from .discrete.simulate import DiscreteResult as DiscreteResult
 from .discrete.simulate import simulate_discrete as simulate_discrete
@@ -21,7 +24,6 @@ from .event.simulate import simulate as simulate
 from .event.spike_time import NewtonSolver as NewtonSolver
 from .event.spike_time import QuadraticSolver as QuadraticSolver
 from .event.spike_time import SpikeTimeSolver as SpikeTimeSolver
-from . import loss as loss
 from .loss import linear_spike_time_loss as linear_spike_time_loss
 from .network import Layer as Layer
 from .network import Network as Network

@@ -23,7 +23,10 @@ class Spikes(eqx.Module):
     indices: Int[Array, "... k"]
 
     def __init__(self, times, indices, dtype=None):
-        self.times = jnp.asarray(times, dtype=dtype if dtype is not None else float)
+        times = jnp.asarray(times, dtype=dtype)
+        if not jnp.issubdtype(times.dtype, jnp.floating):  # lists of ints, int arrays
+            times = times.astype(float)
+        self.times = times
         self.indices = jnp.asarray(indices, dtype=jnp.int32)
         if self.times.shape != self.indices.shape:
             raise ValueError(

@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..neuron import LIFParams
+from ..neuron import LIFParams, propagate
 from .surrogate import Surrogate
 
 
@@ -29,38 +29,36 @@ class StepRule(eqx.Module):
         """One step of a non-spiking readout (no threshold). Returns ``(state, v)``."""
 
 
-class ForwardEuler(StepRule):
-    """Forward Euler of the model's ODEs with the event core's discontinuities.
+class IntegrateAndReset(StepRule):
+    """Shared threshold, reset and refractoriness; subclasses say how ``(V, I)`` advance.
 
-    Per step: ``I += current``; ``V += dt/tau_mem (v_leak - V + I)`` (held at ``v_reset``
-    while refractory); ``I -= dt/tau_syn I``; spike where ``V >= v_th`` (Heaviside forward,
-    surrogate backward). A spike is reported at the end of its step.
+    Per step: ``I += current``, advance ``(V, I)`` by ``dt`` (``V`` held at ``v_reset``
+    while refractory), spike where ``V >= v_th`` (Heaviside forward, surrogate backward).
+    A spike is reported at the end of its step.
 
     The reset keeps the spike's phase, so timing errors do not pile up along a spike train:
     without refractoriness ``V = v_reset + (V - v_th)`` (the overshoot is the time since the
     crossing, times the slope); with it, ``V = v_reset`` and the hold lasts
     ``round(t_refrac/dt - f)`` steps, ``f`` the fraction of the step since the crossing
-    (linear interpolation). Spike times converge to the event core's at first order in dt.
+    (linear interpolation).
     """
 
-    def _integrate(self, p, v, i, current, dt):
-        i = i + current
-        v_new = v + dt / p.tau_mem * (p.v_leak - v + i)
-        return v_new, i - dt / p.tau_syn * i
+    @abc.abstractmethod
+    def integrate(self, p: LIFParams, v, i, dt: float):
+        """``(V, I)`` after ``dt`` seconds without events."""
 
     def lif(self, p, state, current, dt, surrogate):
         v_old, i, refractory = state
         resting = refractory > 0
-        v_new, i = self._integrate(p, v_old, i, current, dt)
+        v_new, i = self.integrate(p, v_old, i + current, dt)
         v_new = jnp.where(resting, v_old, v_new)
         spikes = surrogate(v_new - p.v_th) * ~resting
         has_refrac = p.t_refrac > 0
         after = jnp.where(has_refrac, p.v_reset, p.v_reset + (v_new - p.v_th))
         v = v_new - spikes * (v_new - after)
         rise = jax.lax.stop_gradient(v_new - v_old)
-        since = jnp.clip(
-            jax.lax.stop_gradient(v_new - p.v_th) / jnp.where(rise > 0, rise, 1.0), 0, 1
-        )
+        over = jax.lax.stop_gradient(v_new - p.v_th)
+        since = jnp.clip(over / jnp.where(rise > 0, rise, 1.0), 0, 1)
         hold = jnp.round(p.t_refrac / dt - since).astype(refractory.dtype)
         hold = jnp.where(has_refrac, jnp.maximum(hold, 0), 0)
         refractory = jnp.where(spikes > 0, hold, jnp.maximum(refractory - 1, 0))
@@ -68,5 +66,22 @@ class ForwardEuler(StepRule):
 
     def li(self, p, state, current, dt):
         v, i, refractory = state
-        v, i = self._integrate(p, v, i, current, dt)
+        v, i = self.integrate(p, v, i + current, dt)
         return (v, i, refractory), v
+
+
+class ForwardEuler(IntegrateAndReset):
+    """Forward Euler: ``V += dt/tau_mem (v_leak - V + I)``, ``I -= dt/tau_syn I``. First-order
+    in dt; what most time-stepped SNN code does."""
+
+    def integrate(self, p, v, i, dt):
+        return v + dt / p.tau_mem * (p.v_leak - v + i), i - dt / p.tau_syn * i
+
+
+class ExactStep(IntegrateAndReset):
+    """The closed-form solution over each step (exact between events): only the snapping
+    of inputs and spikes to the grid remains, so spike times are within about a step."""
+
+    def integrate(self, p, v, i, dt):
+        u, i = propagate(v - p.v_leak, i, dt, p.tau_mem, p.tau_syn)
+        return p.v_leak + u, i
