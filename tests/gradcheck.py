@@ -107,11 +107,17 @@ def fd_check(net, inputs, coefficients, t_max, *, seed=0, eps=1e-6, max_spikes=3
         assert not require, "a spike appears or vanishes within the finite-difference step"
         return None
     fd = (float(lp) - float(lm)) / (2 * eps)
+    # A near-grazing crossing makes the loss so curved that central differences themselves
+    # disagree between step sizes: such a draw cannot check anything (a few percent do).
+    fd_small = (float(at(eps / 4)[0]) - float(at(-eps / 4)[0])) / (eps / 2)
+    scale = max(abs(fd), 1e-3 * max(abs(float(lp)), 1e-6))
+    if abs(fd - fd_small) > FD_RTOL * scale:
+        assert not require, f"ill-conditioned: central differences {fd} vs {fd_small}"
+        return None
     grads = gradients(net, inputs, coefficients, t_max, max_spikes)
     directional = {}
     for method, (g_net, g_t) in grads.items():
         directional[method] = _dot(g_net, d_net) + float(jnp.sum(g_t * d_t))
-        scale = max(abs(fd), 1e-3 * max(abs(float(lp)), 1e-6))
         assert abs(directional[method] - fd) <= FD_RTOL * scale, (method, directional[method], fd)
     assert_methods_agree(grads)
     return directional

@@ -34,10 +34,11 @@ def _net(rng, **params):
 INPUTS = es.Spikes(jnp.array([[0.001, 0.002, 0.0035, 0.006]]), jnp.array([[0, 1, 2, 0]]))
 
 
-def spike_errors(net, inputs, dt, t_max=0.03, rule=es.ForwardEuler()):
+def spike_errors(net, inputs, dt, t_max=0.03, rule=None):
     """Fraction of neurons with the same spike count in both engines, and the errors
     |t_discrete - t_event| of their spikes."""
     ev = es.simulate(net, inputs, t_max=t_max, max_spikes=128)
+    rule = es.ForwardEuler() if rule is None else rule
     d = es.simulate_discrete(net, inputs, dt=dt, t_max=t_max, record_voltages=False, rule=rule)
     same, total, errors = 0, 0, []
     for k, layer in enumerate(net.layers):

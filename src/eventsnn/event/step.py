@@ -96,7 +96,9 @@ def _resume_time(s: LayerState, t_new):
     """When each neuron integrates again: the end of its refractory period, clipped to
     ``[s.t, t_new]``. At a tie the end of the period wins, so the derivative in
     ``t_refrac`` at ``t_refrac = 0`` is the right-sided one (as EventProp's)."""
-    ends = jnp.minimum(s.refractory_until, t_new)
+    # A period ending exactly at t_new is still running there (the next interval resumes
+    # from it), keeping the derivative right-sided at ties as well.
+    ends = jnp.where(s.refractory_until < t_new, s.refractory_until, t_new)
     return jnp.where(s.refractory_until >= s.t, ends, s.t)
 
 
