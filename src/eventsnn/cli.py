@@ -16,6 +16,18 @@ import numpy as np
 EXIT_BAD_INPUT = 2
 
 
+def _file_and_output(sub, help_file: str) -> None:
+    """The arguments `simulate` and `grad` share: the network file, --out, --dtype."""
+    sub.add_argument("network", help=help_file)
+    sub.add_argument("--out", help="write the result here (atomically) instead of stdout")
+    sub.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="floating-point precision (default: float64)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m eventsnn",
@@ -23,14 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="spike times of every layer for every input sample")
-    sim.add_argument("network", help="network file (JSON, see network-spec.md)")
-    sim.add_argument("--out", help="write the result here instead of standard output")
-    sim.add_argument(
-        "--dtype",
-        choices=("float64", "float32"),
-        default="float64",
-        help="floating-point precision of the simulation (default: float64)",
-    )
+    _file_and_output(sim, "network file (JSON, see network-spec.md)")
     sim.add_argument(
         "--engine",
         choices=("event", "discrete"),
@@ -42,20 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     grad = sub.add_parser(
         "grad", help="the file's loss summed over samples and its gradient w.r.t. every weight"
     )
-    grad.add_argument("network", help="network file (JSON) with a `loss` entry")
+    _file_and_output(grad, "network file (JSON) with a `loss` entry")
     grad.add_argument(
         "--method",
         choices=("eventprop", "analytic"),
         required=True,
         help="eventprop: adjoint over the recorded events; analytic: exact spike-time "
         "derivatives through the forward simulation",
-    )
-    grad.add_argument("--out", help="write the result here instead of standard output")
-    grad.add_argument(
-        "--dtype",
-        choices=("float64", "float32"),
-        default="float64",
-        help="floating-point precision (default: float64)",
     )
     return parser
 
