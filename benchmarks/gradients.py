@@ -78,6 +78,15 @@ def main():
             emit(rec)
             summary[f"grad_{method}_b{batch}_samples_per_s"] = rec["samples_per_s"]
 
+    # The same shape with single-spike (TTFS) layers: the parallel path training uses.
+    ttfs = es.Network([es.Layer(lay.weights, lay.params, single_spike=True) for lay in net.layers])
+    fn = make_grad("eventprop", 0.03, (120, 3), solver)
+    for batch in (64,) if args.quick else (64, 256):
+        inputs = yinyang_like_inputs(batch, rng)
+        rate = batch / best_time(fn, ttfs, inputs, repeats=3)
+        emit({"case": "yinyang_5_120_3_ttfs_fwd_grad", "batch": batch, "samples_per_s": rate})
+        summary[f"grad_ttfs_b{batch}_samples_per_s"] = rate
+
     inputs = yinyang_like_inputs(64, rng)
     for method in ("eventprop", "analytic"):
         for t_max in (0.03, 0.3, 3.0):
