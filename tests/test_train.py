@@ -16,7 +16,7 @@ from eventsnn.datasets import two_d
 from eventsnn.tasks import run_point_task
 from eventsnn.train import TrainConfig
 
-SMALL = ClassifierConfig(hidden=30)
+SMALL = ClassifierConfig(hidden=30, grad="analytic")  # the fast path; learning test: eventprop
 
 
 def test_yinyang_reference_protocol():
