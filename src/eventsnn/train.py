@@ -34,10 +34,7 @@ class TrainConfig:
 
 @dataclass
 class History:
-    epochs: list
-
-    def last(self, key):
-        return self.epochs[-1][key] if self.epochs else None
+    epochs: list  # one metrics record per finished epoch
 
 
 def optimizer(cfg: TrainConfig, steps_per_epoch: int):
