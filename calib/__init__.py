@@ -1,0 +1,1 @@
+"""Calibration command line: ``python -m calib --help``."""

@@ -1,0 +1,338 @@
+"""Calibration: per-neuron settings that bring measured parameters to targets.
+
+Everything is measured through the experiment interface (`Backend.run` with membrane
+traces), as on a real chip; nothing here looks inside a mock. Each parameter's physical
+value grows with its setting, so every neuron's setting is found by integer bisection, all
+neurons at once (10 experiments per parameter for 10-bit settings). The order follows the
+dependencies of the measurements: leak, threshold, reset, tau_mem, refractory time,
+tau_syn, synaptic gain.
+
+Experiments (all neurons as one layer fed by one input channel):
+
+* rest: threshold at its maximum, no input: the trace's mean is the leak.
+* tonic: leak well above threshold: the neuron fires at once (t = 0), is held at reset for
+  the refractory time, then rises as ``v_l - (v_l - v_r) exp(-t/tau_mem)`` to threshold.
+  The trace gives the threshold (its maximum), the reset (the refractory plateau), tau_mem
+  (a line fit of ``log(v_l - v)`` on the rise) and the refractory time (when the rise
+  leaves the plateau, corrected by the known rise).
+* psp: one input spike of a known weight: the trace is ``v_l + q g k(t - t_in)``;
+  a least-squares fit of the shape gives tau_syn (given tau_mem) and the gain g.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from .backend import PARAMETERS, SETTING_MAX, Backend, ChipConfig
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Calibration targets in chip units (mV, us, mV per weight step)."""
+
+    v_leak: float = 80.0
+    v_reset: float = 60.0
+    v_th: float = 120.0
+    tau_mem: float = 12.0
+    tau_syn: float = 6.0
+    t_refrac: float = 30.0
+    synapse_gain: float = 4.0
+
+    def __post_init__(self):
+        for name in ("tau_mem", "tau_syn", "t_refrac", "synapse_gain"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"target {name} must be > 0, got {getattr(self, name)!r}.")
+        if not self.v_reset < self.v_th:
+            raise ValueError(f"target v_reset ({self.v_reset}) must be below v_th ({self.v_th}).")
+        if not self.v_leak < self.v_th:
+            raise ValueError(f"target v_leak ({self.v_leak}) must be below v_th ({self.v_th}).")
+
+    def scale(self, name: str) -> float:
+        """What a residual is relative to: the target, or the threshold swing for voltages."""
+        return self.v_th - self.v_leak if name.startswith("v_") else getattr(self, name)
+
+
+@dataclass
+class Calibration:
+    """Per-neuron settings for `targets`, with the residual errors measured afterwards."""
+
+    backend: str
+    targets: Targets
+    settings: dict  # {parameter: int array [n_neurons]}
+    residuals: dict = field(default_factory=dict)  # {parameter: {"median": , "worst": }}
+
+    def save(self, path) -> None:
+        from ..netfile import write_json_atomic
+
+        data = {
+            "backend": self.backend,
+            "targets": asdict(self.targets),
+            "settings": {k: np.asarray(v).tolist() for k, v in self.settings.items()},
+            "residuals": self.residuals,
+        }
+        write_json_atomic(Path(path), data)
+
+    @classmethod
+    def load(cls, path) -> Calibration:
+        try:
+            data = json.loads(Path(path).read_text())
+            settings = {k: np.asarray(data["settings"][k], dtype=np.int32) for k in PARAMETERS}
+            return cls(data["backend"], Targets(**data["targets"]), settings, data["residuals"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path}: not a calibration file ({type(e).__name__}: {e}); write one with "
+                "`python -m calib`."
+            ) from e
+
+
+# -- experiments ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """Durations and sampling of the calibration experiments (us)."""
+
+    trace_period: float = 0.02
+    rest_duration: float = 20.0
+    tonic_duration: float = 80.0
+    psp_duration: float = 60.0
+    psp_input_time: float = 5.0
+    psp_weight: int = 10
+    leak_margin: float = 40.0  # mV above the threshold target: the leak in tonic runs
+
+
+def _run(chip: Backend, settings: dict, duration, protocol: Protocol, weight=0, t_in=np.inf):
+    n = chip.n_neurons
+    config = ChipConfig(
+        settings={k: np.asarray(v, dtype=np.int32) for k, v in settings.items()},
+        placement=(np.arange(n),),
+        weights=(np.full((1, n), weight, dtype=np.int32),),
+        n_inputs=1,
+    )
+    chip.configure(config)
+    rec = chip.run(
+        np.array([[t_in]]),
+        np.array([[0]]),
+        duration,
+        record_traces=np.arange(n),
+        trace_period=protocol.trace_period,
+    )
+    return rec.trace_times, rec.traces[0]  # [S], [n, S]
+
+
+def _with(settings: dict, **changes) -> dict:
+    out = dict(settings)
+    for k, v in changes.items():
+        out[k] = np.broadcast_to(np.asarray(v, dtype=np.int32), out[k].shape).copy()
+    return out
+
+
+def measure_leak(chip, settings, protocol: Protocol) -> np.ndarray:
+    _, v = _run(chip, _with(settings, v_th=SETTING_MAX), protocol.rest_duration, protocol)
+    return v.mean(axis=1)
+
+
+def _tonic_settings(settings, targets: Targets, protocol: Protocol):
+    from .mock import nominal_setting
+
+    return _with(settings, v_leak=nominal_setting("v_leak", targets.v_th + protocol.leak_margin))
+
+
+def measure_tonic(chip, settings, targets: Targets, protocol: Protocol) -> dict:
+    """Threshold, reset, tau_mem and refractory time of every neuron from tonic firing."""
+    tonic = _tonic_settings(settings, targets, protocol)
+    v_l = measure_leak(chip, tonic, protocol)  # the (high) leak the rise aims at
+    t, v = _run(chip, tonic, protocol.tonic_duration, protocol)
+    v_th = v.max(axis=1)
+    low = np.sort(v, axis=1)[:, : v.shape[1] // 5]
+    v_r = np.median(low, axis=1)  # the refractory plateau fills far more than 1/5
+    out = {"v_th": v_th, "v_reset": v_r, "tau_mem": np.empty(len(v)), "t_refrac": np.empty(len(v))}
+    for j, trace in enumerate(v):
+        gap = v_th[j] - v_r[j]
+        lo, hi = v_r[j] + 0.15 * gap, v_th[j] - 0.15 * gap
+        above = np.nonzero(trace > v_r[j] + 1.0)[0]
+        if gap < 2.0 or above.size == 0:  # no rise to see
+            out["tau_mem"][j] = out["t_refrac"][j] = np.inf
+            continue
+        start = above[0]
+        reset_again = np.nonzero(np.diff(trace[start:]) < -0.5 * gap)[0]  # the next spike
+        stop = start + (reset_again[0] + 1 if reset_again.size else trace.size - start)
+        seg = slice(start, stop)
+        sel = (trace[seg] > lo) & (trace[seg] < hi) & (v_l[j] - trace[seg] > 0)
+        if sel.sum() < 3:
+            out["tau_mem"][j] = np.inf if stop - start > 3 else 0.0
+        else:
+            slope = np.polyfit(t[seg][sel], np.log(v_l[j] - trace[seg][sel]), 1)[0]
+            out["tau_mem"][j] = -1.0 / slope if slope < 0 else np.inf
+        # The rise leaves the plateau at t_refrac and passes v_r + 1 mV this much later:
+        lag = out["tau_mem"][j] * np.log((v_l[j] - v_r[j]) / max(v_l[j] - v_r[j] - 1.0, 1e-9))
+        out["t_refrac"][j] = t[start] - (lag if np.isfinite(lag) else 0.0)
+    return out
+
+
+def _psp_shape(t, tau_mem, tau_syn):
+    from ..neuron import kernel
+
+    t, tau_mem, tau_syn = (jnp.asarray(x) for x in (np.maximum(t, 0.0), tau_mem, tau_syn))
+    return np.asarray(kernel(t, jnp.clip(tau_mem, 1e-3, 1e4), jnp.clip(tau_syn, 1e-3, 1e4)))
+
+
+def measure_psp(chip, settings, tau_mem, protocol: Protocol) -> dict:
+    """tau_syn and the synaptic gain of every neuron from one PSP (tau_mem measured)."""
+    t, v = _run(
+        chip,
+        _with(settings, v_th=SETTING_MAX),
+        protocol.psp_duration,
+        protocol,
+        weight=protocol.psp_weight,
+        t_in=protocol.psp_input_time,
+    )
+    lag = (t - protocol.psp_input_time)[::4]
+    v = v[:, ::4]
+    tm = np.asarray(tau_mem, dtype=float)[:, None, None]
+    # Least squares of v = a k(lag; tau_mem, tau_syn) + b over a grid of tau_syn, refined
+    # three times around the best point of every neuron.
+    grid = np.broadcast_to(np.geomspace(0.2, 200.0, 64), (len(v), 64))
+    for _ in range(4):
+        k = _psp_shape(lag[None, None, :], tm, grid[:, :, None])  # [n, G, S]
+        a, b, sse = _fit_affine(k, v[:, None, :])
+        i = np.argmin(sse, axis=1)
+        rows = np.arange(len(v))
+        best_tau, best_amp = grid[rows, i], a[rows, i]
+        lo = grid[rows, np.maximum(i - 1, 0)]
+        hi = grid[rows, np.minimum(i + 1, grid.shape[1] - 1)]
+        grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 16)[None, :]
+    return {"tau_syn": best_tau, "synapse_gain": best_amp / protocol.psp_weight}
+
+
+def _fit_affine(k, v):
+    """Least squares ``v ~ a k + b`` along the last axis: returns a, b, sum of squares."""
+    km, vm = k.mean(-1, keepdims=True), v.mean(-1, keepdims=True)
+    dk, dv = k - km, v - vm
+    a = np.sum(dk * dv, -1) / np.maximum(np.sum(dk * dk, -1), 1e-30)
+    b = vm[..., 0] - a * km[..., 0]
+    sse = np.sum((dv - a[..., None] * dk) ** 2, -1)
+    return a, b, sse
+
+
+# -- the search ----------------------------------------------------------------------------
+def _bisect(measure, settings: dict, name: str, target: float, progress=None) -> np.ndarray:
+    """Per-neuron integer bisection of `name`'s setting so that ``measure(settings)`` (one
+    value per neuron, increasing in the setting) comes closest to `target`."""
+    n = len(settings[name])
+    lo = np.zeros(n, dtype=np.int64)
+    hi = np.full(n, SETTING_MAX, dtype=np.int64)
+    while np.any(lo < hi):
+        mid = (lo + hi) // 2
+        below = measure(_with(settings, **{name: mid})) < target
+        lo = np.where(below & (lo < hi), mid + 1, lo)
+        hi = np.where(~below & (lo < hi), mid, hi)
+        if progress:
+            progress()
+    # The crossing lies between lo - 1 and lo: keep the closer of the two.
+    candidates = [np.maximum(lo - 1, 0), lo]
+    errors = [np.abs(measure(_with(settings, **{name: c})) - target) for c in candidates]
+    if progress:
+        progress(2)
+    return np.where(errors[0] < errors[1], candidates[0], candidates[1]).astype(np.int32)
+
+
+ORDER = ("v_leak", "v_th", "v_reset", "tau_mem", "t_refrac", "tau_syn", "synapse_gain")
+
+
+def measure_all(chip, settings, targets: Targets, protocol: Protocol = Protocol()) -> dict:
+    """Every parameter of every neuron, measured at `settings`."""
+    out = {"v_leak": measure_leak(chip, settings, protocol)}
+    out.update(measure_tonic(chip, settings, targets, protocol))
+    out.update(measure_psp(chip, settings, out["tau_mem"], protocol))
+    return out
+
+
+def residuals(measured: dict, targets: Targets) -> dict:
+    """``{parameter: {"median", "worst"}}`` of ``|measured - target| / scale``."""
+    out = {}
+    for name in ORDER:
+        err = np.abs(measured[name] - getattr(targets, name)) / targets.scale(name)
+        out[name] = {"median": float(np.median(err)), "worst": float(np.max(err))}
+    return out
+
+
+class _Bar:
+    """Progress on stderr: experiments done out of the expected total (a bar redrawn in
+    place on a terminal, one line per parameter otherwise)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.done, self.total, self.stream, self.label = 0, total, stream, ""
+        self.tty = stream.isatty()
+
+    def start(self, label: str) -> None:
+        self.label = label
+        if not self.tty:
+            self.stream.write(f"calibrating {label} ({self.done}/{self.total} experiments)\n")
+            self.stream.flush()
+
+    def __call__(self, k: int = 1) -> None:
+        self.done += k
+        if not self.tty:
+            return
+        width = 30
+        filled = int(width * min(self.done, self.total) / self.total)
+        self.stream.write(
+            f"\rcalibrating {self.label:<13} [{'#' * filled}{'-' * (width - filled)}] "
+            f"{self.done}/{self.total}"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def calibrate(
+    chip: Backend,
+    targets: Targets = Targets(),
+    protocol: Protocol = Protocol(),
+    *,
+    backend_name: str = "",
+    progress: bool = False,
+) -> Calibration:
+    """Search every neuron's settings for `targets`; returns a `Calibration` with the
+    residuals measured at the final settings."""
+    settings = chip.default_settings()
+    measured_tau_mem = None
+
+    def measure(name):
+        def f(s):
+            if name == "v_leak":
+                return measure_leak(chip, s, protocol)
+            if name in ("v_th", "v_reset", "tau_mem", "t_refrac"):
+                return measure_tonic(chip, s, targets, protocol)[name]
+            return measure_psp(chip, s, measured_tau_mem, protocol)[name]
+
+        return f
+
+    steps = int(np.ceil(np.log2(SETTING_MAX + 1))) + 2
+    bar = _Bar(steps * len(ORDER)) if progress else None
+    for name in ORDER:
+        if bar:
+            bar.start(name)
+        if name == "tau_syn":
+            measured_tau_mem = measure_tonic(chip, settings, targets, protocol)["tau_mem"]
+        settings[name] = _bisect(measure(name), settings, name, getattr(targets, name), bar)
+    if bar:
+        bar.close()
+    final = measure_all(chip, settings, targets, protocol)
+    return Calibration(backend_name, targets, settings, residuals(final, targets))
+
+
+def residual_table(res: dict) -> str:
+    """The residuals as a text table (percent of the target; voltages: of the swing)."""
+    lines = [f"{'parameter':<14}{'median %':>10}{'worst %':>10}"]
+    for name, r in res.items():
+        lines.append(f"{name:<14}{100 * r['median']:>10.2f}{100 * r['worst']:>10.2f}")
+    return "\n".join(lines)
