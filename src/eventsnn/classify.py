@@ -57,6 +57,7 @@ class ClassifierConfig:
     silent_push: float = 0.1  # weight of `silent_neuron_push` (per layer)
     w_hidden: tuple[float, float] = (1.2, 1.0)  # init mean, std of the parameters
     w_out: tuple[float, float] = (0.5, 0.5)
+    time_noise: float = 0.0  # std (s) of Gaussian jitter on input times during training
 
     def check(self) -> None:
         combos = {"event": ("eventprop", "analytic"), "discrete": ("surrogate",)}
@@ -143,28 +144,40 @@ def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
     return max_voltage(res.output_voltage), res
 
 
-def loss_and_correct(params, inputs: Spikes, labels, cfg: ClassifierConfig):
-    """``(loss, number of correct predictions)`` for one batch."""
+def loss_and_correct(params, inputs: Spikes, labels, cfg: ClassifierConfig, key=None):
+    """``(loss, number of correct predictions)`` for one batch. With ``cfg.time_noise``
+    and a `key`, the input spike times are jittered (training for noisy hardware)."""
+    if cfg.time_noise > 0 and key is not None:
+        noise = cfg.time_noise * jax.random.normal(key, inputs.times.shape, inputs.times.dtype)
+        inputs = Spikes(jnp.maximum(inputs.times + noise, 0.0), inputs.indices)
     scores, res = outputs(params, inputs, cfg)
     if cfg.engine == "event":
-        loss = first_spike_cross_entropy(scores, labels, t_max=cfg.t_max, tau=cfg.loss_tau)
-        loss = loss + cfg.reg_alpha * early_label_regulariser(
-            scores, labels, t_max=cfg.t_max, tau=cfg.reg_tau
-        )
-        # Revive what stops learning: a silent label neuron, hidden neurons dead on the batch.
-        in_fired = jnp.isfinite(inputs.times) & (inputs.times <= cfg.t_max)
-        hidden_fired = jnp.isfinite(res.layers[0].first_times(cfg.hidden))
-        dead = jnp.broadcast_to(~jnp.any(hidden_fired, axis=0), hidden_fired.shape)
-        label_silent = jax.nn.one_hot(labels, cfg.n_classes, dtype=bool) & ~jnp.isfinite(scores)
-        loss = loss + cfg.silent_push * (
-            silent_neuron_push(params[0], in_fired, dead)
-            + silent_neuron_push(params[1], hidden_fired, label_silent)
-        )
-        pred = first_spike_prediction(scores)
-    else:
-        loss = voltage_cross_entropy(scores, labels)
-        pred = jnp.argmax(scores, axis=-1)
-    return loss, jnp.sum(pred == labels)
+        hidden = res.layers[0].first_times(cfg.hidden)
+        return first_spike_loss(params, inputs, hidden, scores, labels, cfg)
+    loss = voltage_cross_entropy(scores, labels)
+    return loss, jnp.sum(jnp.argmax(scores, axis=-1) == labels)
+
+
+def first_spike_loss(params, inputs: Spikes, hidden_times, output_times, labels, cfg):
+    """The time-to-first-spike loss and the number of correct predictions, from the first
+    spike times of the hidden ``[batch, hidden]`` and output ``[batch, classes]`` layers
+    (simulated, or recorded on hardware): cross-entropy over ``-t/tau``, the early-label
+    regulariser, and pushes that revive a silent label neuron and hidden neurons dead on
+    the batch."""
+    loss = first_spike_cross_entropy(output_times, labels, t_max=cfg.t_max, tau=cfg.loss_tau)
+    loss = loss + cfg.reg_alpha * early_label_regulariser(
+        output_times, labels, t_max=cfg.t_max, tau=cfg.reg_tau
+    )
+    in_fired = jnp.isfinite(inputs.times) & (inputs.times <= cfg.t_max)
+    hidden_fired = jnp.isfinite(hidden_times)
+    dead = jnp.broadcast_to(~jnp.any(hidden_fired, axis=0), hidden_fired.shape)
+    onehot = jax.nn.one_hot(labels, cfg.n_classes, dtype=bool)
+    label_silent = onehot & ~jnp.isfinite(output_times)
+    loss = loss + cfg.silent_push * (
+        silent_neuron_push(params[0], in_fired, dead)
+        + silent_neuron_push(params[1], hidden_fired, label_silent)
+    )
+    return loss, jnp.sum(first_spike_prediction(output_times) == labels)
 
 
 def predict(weights, inputs: Spikes, cfg: ClassifierConfig):

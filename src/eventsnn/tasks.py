@@ -66,8 +66,8 @@ def run_point_task(
     def evaluate(w):
         return accuracy(w, *splits["validation"], model)
 
-    def loss_and_correct(w, x, y):
-        return classify.loss_and_correct(w, x, y, model)
+    def loss_and_correct(w, x, y, key):
+        return classify.loss_and_correct(w, x, y, model, key)
 
     start = time.perf_counter()
     weights, history = fit(

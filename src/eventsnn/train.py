@@ -127,7 +127,8 @@ def fit(
     """Train `params` with Adam and cosine decay.
 
     Args:
-        loss_and_correct: ``(params, inputs, labels) -> (loss, n_correct)`` for a batch.
+        loss_and_correct: ``(params, inputs, labels, key) -> (loss, n_correct)`` for a
+            batch; `key` (a PRNG key of this step) serves noise injected during training.
         train_data: ``(inputs, labels)``, pytrees with a leading sample axis.
         evaluate: ``params -> validation accuracy`` (called once per epoch).
         checkpoint_dir: a checkpoint is written there after every epoch; with `resume`
@@ -155,16 +156,17 @@ def fit(
         order = jax.random.permutation(key, n)[: n_batches * cfg.batch_size]
         batches = order.reshape(n_batches, cfg.batch_size)
 
-        def step(state, idx):
-            p, o = state
+        def step(state, xs):
+            (p, o), (idx, step_key) = state, xs
             batch = jax.tree.map(lambda x: x[idx], inputs)
             (loss, correct), g = jax.value_and_grad(loss_and_correct, has_aux=True)(
-                p, batch, labels[idx]
+                p, batch, labels[idx], step_key
             )
             updates, o = opt.update(g, o, p)
             return (optax.apply_updates(p, updates), o), (loss, correct)
 
-        state, (loss, correct) = jax.lax.scan(step, state, batches)
+        step_keys = jax.random.split(jax.random.fold_in(key, 1), n_batches)
+        state, (loss, correct) = jax.lax.scan(step, state, (batches, step_keys))
         return state, jnp.mean(loss), jnp.sum(correct) / (n_batches * cfg.batch_size)
 
     progress = Progress(cfg.epochs)

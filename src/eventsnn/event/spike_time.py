@@ -48,7 +48,8 @@ class NewtonSolver(SpikeTimeSolver):
 
     Each iteration takes the Newton step from the current point when it stays inside the
     bracket, else bisects, and shrinks the bracket by the sign of ``f``. Stops when every
-    neuron's step is below a few ulps of the time, or after `max_steps`.
+    neuron's step is below a few ulps of the time or ``f`` below its rounding error, or
+    after `max_steps`.
     """
 
     max_steps: int = eqx.field(static=True, default=32)
@@ -71,7 +72,10 @@ class NewtonSolver(SpikeTimeSolver):
             found & (f_hi > f_lo), -f_lo / jnp.where(f_hi > f_lo, f_hi - f_lo, 1), 0.5
         )
         x0 = lo + jnp.clip(frac, 0.0, 1.0) * width
-        tol = 4 * jnp.finfo(x0.dtype).eps * jnp.maximum(jnp.abs(horizon), tau_mem)
+        eps = jnp.finfo(x0.dtype).eps
+        tol = 4 * eps * jnp.maximum(jnp.abs(horizon), tau_mem)
+        # |f| below its own rounding error: further steps only chase noise.
+        f_tol = 8 * eps * (jnp.abs(theta) + jnp.abs(u0) + jnp.abs(i0))
 
         def body(carry):
             k, lo, hi, x, _ = carry
@@ -83,7 +87,7 @@ class NewtonSolver(SpikeTimeSolver):
             newton = x - fx / jnp.where(slope > 0, slope, 1.0)
             inside = (slope > 0) & (newton >= lo) & (newton <= hi)
             x_new = jnp.where(fx == 0, x, jnp.where(inside, newton, 0.5 * (lo + hi)))
-            moving = found & (jnp.abs(x_new - x) > tol) & (hi - lo > tol)
+            moving = found & (jnp.abs(x_new - x) > tol) & (hi - lo > tol) & (jnp.abs(fx) > f_tol)
             return k + 1, lo, hi, jnp.where(found, x_new, x), moving
 
         def cond(carry):

@@ -34,13 +34,23 @@ class ChipConfig:
             name in `PARAMETERS` (usually from a calibration file).
         placement: per layer, the chip neuron indices of its neurons (distinct, in range).
         weights: per layer, integers ``[n_pre, n_post]`` in ``[-63, 63]``; layer 0's
-            presynaptic side is the external input channels, layer k's is layer k-1.
+            presynaptic side is the synapse rows of the external inputs, layer k's is
+            layer k-1.
+        n_inputs: number of external input channels.
+        routing: ``[rows]`` the input channel that drives each synapse row of layer 0 (the
+            event router sends one input spike to several rows, so one input can reach a
+            neuron through several 6-bit weights); default: row i = channel i.
     """
 
     settings: dict
     placement: tuple = ()
     weights: tuple = ()
     n_inputs: int = field(default=0)
+    routing: np.ndarray | None = None
+
+    def rows(self) -> np.ndarray:
+        """The routing table (row -> input channel)."""
+        return np.arange(self.n_inputs) if self.routing is None else np.asarray(self.routing)
 
     def validate(self, n_neurons: int) -> None:
         for name in PARAMETERS:
@@ -70,8 +80,17 @@ class ChipConfig:
                 f"placement has {len(self.placement)} layers but weights has "
                 f"{len(self.weights)}: give one of each per layer."
             )
+        rows = self.rows()
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise ChipConfigError("routing must be a 1-D array of input channel indices.")
+        bad = rows[(rows < 0) | (rows >= self.n_inputs)]
+        if bad.size:
+            raise ChipConfigError(
+                f"routing names input channel {int(bad[0])} but the chip is given "
+                f"n_inputs={self.n_inputs} (channels 0..{self.n_inputs - 1})."
+            )
         used = []
-        n_pre = self.n_inputs
+        n_pre = rows.size
         for k, (neurons, w) in enumerate(zip(self.placement, self.weights)):
             neurons = np.asarray(neurons)
             if neurons.ndim != 1 or not np.issubdtype(neurons.dtype, np.integer):

@@ -96,7 +96,7 @@ class MockChip(Backend):
         }
         self.readout_offset = float(spec.offset * rng.uniform(0.5, 1.5))
         self._key = jax.random.PRNGKey(self.seed)
-        self._runs = 0
+        self.run_count = 0  # runs so far: the trial index of the next run's noise
         self._config: ChipConfig | None = None
 
     # -- the chip's physics ---------------------------------------------------------------
@@ -147,7 +147,10 @@ class MockChip(Backend):
         inputs = Spikes(jnp.asarray(times), jnp.asarray(np.where(real, channels, -1)))
         # Fixed budgets (one compilation per configuration shape); what exceeds them is
         # reported as overflow like a full buffer.
-        budgets = tuple(min(self.spec.buffer, len(p) * SPIKES_PER_NEURON) for p in cfg.placement)
+        budgets = tuple(
+            min(self.spec.buffer, len(p) * (1 if layer.single_spike else SPIKES_PER_NEURON))
+            for p, layer in zip(cfg.placement, network.layers)
+        )
         result = simulate(
             network,
             inputs,
@@ -156,8 +159,8 @@ class MockChip(Backend):
             solver=NewtonSolver(),
             check_overflow=False,
         )
-        key = jax.random.fold_in(self._key, self._runs)
-        self._runs += 1
+        key = jax.random.fold_in(self._key, self.run_count)
+        self.run_count += 1
         rec_t, rec_i, overflow = _readout(
             result, key, self.readout_offset, self.spec, float(duration)
         )
@@ -185,7 +188,7 @@ class MockChip(Backend):
     # -- internals ------------------------------------------------------------------------
     def _network(self, cfg: ChipConfig, phys: dict, duration: float) -> Network:
         layers = []
-        for neurons, q in zip(cfg.placement, cfg.weights):
+        for k, (neurons, q) in enumerate(zip(cfg.placement, cfg.weights)):
             idx = np.asarray(neurons)
             p = {k: v[idx] for k, v in phys.items()}
             # A reset at or above threshold makes the chip fire again right after the
@@ -200,7 +203,12 @@ class MockChip(Backend):
                 v_leak=p["v_leak"],
                 t_refrac=p["t_refrac"],
             )
-            w = jnp.asarray(np.asarray(q, dtype=float) * p["synapse_gain"][None, :])
+            w = np.asarray(q, dtype=float) * p["synapse_gain"][None, :]
+            if k == 0:  # rows driven by the same input channel act as one summed weight
+                summed = np.zeros((cfg.n_inputs, idx.size))
+                np.add.at(summed, cfg.rows(), w)
+                w = summed
+            w = jnp.asarray(w)
             # Refractory for the whole run: a neuron spikes at most once, exactly, so the
             # parallel first-spike path gives the same spikes as the event loop.
             single = bool(np.min(p["t_refrac"]) >= duration)

@@ -1,0 +1,250 @@
+"""Training in the loop: the forward pass on a chip, exact gradients in software.
+
+Every step deploys the (quantised) weights, runs the batch on the backend and reads back
+the first spike time of every hidden and output neuron. The loss is computed from those
+recorded times; its gradient comes from the software model *at the recorded times*: for a
+single-spike neuron that crossed threshold at ``t*`` the implicit function theorem gives
+``dt*/dtheta = -(dV/dtheta) / (dV/dt)`` at ``t*``, which is what EventProp's adjoint
+reduces to for time-to-first-spike networks. `pinned_first_spikes` builds times whose
+value is the recording and whose derivative is that expression, so autodiff chains the
+layers through the recorded hidden times. Weights are trained in float and deployed
+rounded (the rounding is passed straight through).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import classify
+from ..network import Spikes
+from ..neuron import kernel
+from ..train import Progress, TrainConfig, load_checkpoint, optimizer, save_checkpoint
+from .backend import Backend, ChipConfig
+from .calibrate import Calibration
+from .units import WEIGHT_MAX, ChipUnits
+
+
+def pinned_first_spikes(t_rec, weights, t_pre, tau_mem, tau_syn, slope_floor):
+    """Recorded first spike times with the software model's exact derivative.
+
+    Args:
+        t_rec: ``[batch, n]`` recorded first spike times (s), inf where silent.
+        weights: ``[n_pre, n]`` (differentiable).
+        t_pre: ``[batch, n_pre]`` presynaptic first spike times (s, differentiable).
+        tau_mem, tau_syn: the model's time constants (s).
+        slope_floor: lower bound of ``dV/dt`` (per s) used in the derivative, so that a
+            recording where the model's membrane is flat gives no exploding step.
+
+    Returns:
+        ``[batch, n]``: equal to `t_rec`, with ``d t / d(weights, t_pre)`` of the model.
+    """
+    t_post = jax.lax.stop_gradient(t_rec)
+    lag = t_post[:, None, :] - t_pre[:, :, None]  # [batch, n_pre, n]
+    active = jnp.isfinite(lag) & (lag > 0)
+    lag_safe = jnp.where(active, lag, 1.0)
+    k, k_dot = jax.jvp(
+        lambda t: kernel(t, tau_mem, tau_syn), (lag_safe,), (jnp.ones_like(lag_safe),)
+    )
+    v = jnp.sum(jnp.where(active, weights[None] * k, 0.0), axis=1)  # V(t*) - v_leak
+    v_dot = jnp.sum(jnp.where(active, weights[None] * k_dot, 0.0), axis=1)
+    slope = jnp.maximum(jax.lax.stop_gradient(v_dot), slope_floor)
+    fired = jnp.isfinite(t_post)
+    shift = (v - jax.lax.stop_gradient(v)) / slope  # value 0, derivative dV/dtheta / V'
+    return jnp.where(fired, jnp.where(fired, t_post, 0.0) - shift, jnp.inf)
+
+
+def straight_through_round(w, scale):
+    """``round(w * scale) / scale`` forward, identity backward."""
+    return w + jax.lax.stop_gradient(jnp.round(w * scale) / scale - w)
+
+
+@dataclass(frozen=True)
+class HardwareSetup:
+    """A classifier placed on a chip: model units, placement and input fan-out.
+
+    Attributes:
+        units: the conversion to chip units (from the calibration).
+        input_repeat: each input channel drives this many synapse rows, which share its
+            integer weight (so a weight reaches ``input_repeat * 63`` steps).
+        first_neuron: chip neuron of hidden neuron 0; outputs follow the hidden layer.
+    """
+
+    units: ChipUnits
+    input_repeat: int = 5
+    first_neuron: int = 0
+
+    @classmethod
+    def from_calibration(cls, cal: Calibration, **kw) -> HardwareSetup:
+        t = cal.targets
+        units = ChipUnits(
+            weight_scale=(t.v_th - t.v_leak) / t.synapse_gain, v_leak=t.v_leak, v_th=t.v_th
+        )
+        return cls(units, **kw)
+
+    def model_config(self, cal: Calibration, base: classify.ClassifierConfig):
+        """`base` with the calibrated time constants (model units)."""
+        t = cal.targets
+        return dataclasses.replace(
+            base,
+            tau_mem=float(self.units.time_to_model(t.tau_mem)),
+            tau_syn=float(self.units.time_to_model(t.tau_syn)),
+        )
+
+    def integer_weights(self, params, cfg) -> tuple[np.ndarray, np.ndarray]:
+        """The deployed integer weights: ``[n_in * repeat, hidden]`` and ``[hidden, out]``."""
+        w1, w2 = (np.asarray(w) for w in classify.weights_of(params, cfg))
+        r = self.input_repeat
+        total = np.rint(np.clip(w1 * self.units.weight_scale, -r * WEIGHT_MAX, r * WEIGHT_MAX))
+        # Spread each total over r rows as evenly as integers allow.
+        base = np.trunc(total / r)
+        rest = (total - r * base).astype(int)  # |rest| < r
+        rows = np.repeat(base[:, None, :], r, axis=1)  # [n_in, r, hidden]
+        rows += np.sign(rest)[:, None, :] * (
+            np.arange(r)[None, :, None] < np.abs(rest)[:, None, :]
+        )
+        return rows.reshape(-1, w1.shape[1]).astype(np.int32), self.units.weights_to_chip(w2)
+
+    def deployed_weights(self, params, cfg):
+        """The model weights the chip realises (differentiable, straight through)."""
+        w1, w2 = classify.weights_of(params, cfg)
+        s = self.units.weight_scale
+        return straight_through_round(w1, s), straight_through_round(w2, s)
+
+    def placement(self, cfg):
+        h = np.arange(self.first_neuron, self.first_neuron + cfg.hidden)
+        return h, np.arange(h[-1] + 1, h[-1] + 1 + cfg.n_classes)
+
+    def record(self, chip: Backend, cal: Calibration, params, inputs: Spikes, cfg):
+        """Run a batch on the chip: first spike times (model s) of the hidden
+        ``[batch, hidden]`` and output ``[batch, classes]`` neurons, and overflow flags."""
+        q1, q2 = self.integer_weights(params, cfg)
+        n_in = inputs.times.shape[-1]
+        routing = np.repeat(np.arange(n_in), self.input_repeat)
+        chip.configure(ChipConfig(cal.settings, self.placement(cfg), (q1, q2), n_in, routing))
+        times = self.units.time_to_chip(np.asarray(inputs.times))
+        channels = np.where(np.isfinite(times), np.asarray(inputs.indices), -1)
+        duration = float(self.units.time_to_chip(cfg.t_max))
+        rec = chip.run(times, channels, duration)
+        firsts = []
+        for t, i, n in zip(rec.times, rec.indices, (cfg.hidden, cfg.n_classes)):
+            t_model = np.where(np.isfinite(t), self.units.time_to_model(t), np.inf)
+            t_model = np.where(t_model <= cfg.t_max, t_model, np.inf)
+            firsts.append(np.asarray(Spikes(jnp.asarray(t_model), jnp.asarray(i)).first_times(n)))
+        return firsts[0], firsts[1], rec.overflow
+
+
+def chip_accuracy(setup, chip, cal, params, points, labels, cfg, batch: int = 500) -> float:
+    correct = 0
+    for start in range(0, len(labels), batch):
+        x = classify.encode(points[start : start + batch], cfg)
+        _, out, _ = setup.record(chip, cal, params, x, cfg)
+        pred = np.asarray(classify.first_spike_prediction(jnp.asarray(out)))
+        correct += int(np.sum(pred == labels[start : start + batch]))
+    return correct / len(labels)
+
+
+def _loss_from_recording(params, inputs, hidden_rec, out_rec, labels, cfg, setup):
+    w1, w2 = setup.deployed_weights(params, cfg)
+    floor = 0.05 * cfg.v_th / cfg.tau_mem
+    args = (cfg.tau_mem, cfg.tau_syn, floor)
+    hidden = pinned_first_spikes(hidden_rec, w1, inputs.first_times(cfg.n_in), *args)
+    out = pinned_first_spikes(out_rec, w2, hidden, *args)
+    return classify.first_spike_loss(params, inputs, hidden, out, labels, cfg)
+
+
+def train_in_the_loop(
+    chip: Backend,
+    cal: Calibration,
+    setup: HardwareSetup,
+    params,
+    splits: dict,
+    cfg: classify.ClassifierConfig,
+    train: TrainConfig,
+    *,
+    metrics_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+):
+    """Fine-tune `params` with the forward pass on `chip`. Returns ``(params, history)``,
+    history being one metrics record per epoch (chip accuracies)."""
+    from ..train import History, write_metrics
+
+    points, labels = splits["train"]
+    inputs = classify.encode(points, cfg)
+    labels = np.asarray(labels)
+    n_batches = len(labels) // train.batch_size
+    opt = optimizer(train, n_batches)
+    # The chip's run counter is part of the state: a resumed mock run draws the same noise.
+    state = (params, opt.init(params), jnp.asarray(0, jnp.int32))
+    history = History([])
+    meta = json.loads(
+        json.dumps(
+            {
+                "train": dataclasses.asdict(train),
+                "model": dataclasses.asdict(cfg),
+                "backend": cal.backend,
+                "in_the_loop": True,
+            }
+        )
+    )
+    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "in_the_loop.npz"
+    if resume and ckpt is not None and ckpt.exists():
+        state, history = load_checkpoint(ckpt, state, meta)
+
+    @eqx.filter_jit
+    def update(p, o, batch, hidden_rec, out_rec, y):
+        (loss, correct), g = jax.value_and_grad(_loss_from_recording, has_aux=True)(
+            p, batch, hidden_rec, out_rec, y, cfg, setup
+        )
+        updates, o = opt.update(g, o, p)
+        return optax.apply_updates(p, updates), o, loss, correct
+
+    progress = Progress(train.epochs)
+    for e in range(len(history.epochs), train.epochs):
+        params, opt_state, runs = state
+        if hasattr(chip, "run_count"):
+            chip.run_count = int(runs)
+        start = time.perf_counter()
+        key = jax.random.fold_in(jax.random.PRNGKey(train.seed), e)
+        order = np.asarray(jax.random.permutation(key, len(labels)))
+        losses, correct = [], 0
+        for b in range(n_batches):
+            idx = order[b * train.batch_size : (b + 1) * train.batch_size]
+            batch = Spikes(inputs.times[idx], inputs.indices[idx])
+            hidden_rec, out_rec, _ = setup.record(chip, cal, params, batch, cfg)
+            params, opt_state, loss, c = update(
+                params,
+                opt_state,
+                batch,
+                jnp.asarray(hidden_rec),
+                jnp.asarray(out_rec),
+                jnp.asarray(labels[idx]),
+            )
+            losses.append(float(loss))
+            correct += int(c)
+        seconds = time.perf_counter() - start
+        record = {
+            "epoch": e + 1,
+            "train_loss": float(np.mean(losses)),
+            "train_accuracy": correct / (n_batches * train.batch_size),
+            "val_accuracy": chip_accuracy(setup, chip, cal, params, *splits["validation"], cfg),
+            "epoch_seconds": seconds,
+        }
+        state = (params, opt_state, jnp.asarray(getattr(chip, "run_count", 0), jnp.int32))
+        history.epochs.append(record)
+        progress.update(e + 1, record)
+        if ckpt is not None:
+            save_checkpoint(ckpt, state, history, meta)
+        if metrics_path is not None:
+            write_metrics(Path(metrics_path), history)
+    return state[0], history
