@@ -174,9 +174,11 @@ def train_in_the_loop(
     metrics_path: Path | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    stop_after: int | None = None,
 ):
     """Fine-tune `params` with the forward pass on `chip`. Returns ``(params, history)``,
-    history being one metrics record per epoch (chip accuracies)."""
+    history being one metrics record per epoch (chip accuracies). `stop_after` ends the
+    run after that many epochs in total (an interruption, for tests)."""
     from ..train import History, write_metrics
 
     points, labels = splits["train"]
@@ -210,7 +212,8 @@ def train_in_the_loop(
         return optax.apply_updates(p, updates), o, loss, correct
 
     progress = Progress(train.epochs)
-    for e in range(len(history.epochs), train.epochs):
+    last = train.epochs if stop_after is None else min(train.epochs, stop_after)
+    for e in range(len(history.epochs), last):
         params, opt_state, runs = state
         if hasattr(chip, "run_count"):
             chip.run_count = int(runs)
