@@ -27,7 +27,7 @@ from eventsnn.train import TrainConfig
 #: the chip) stays within the 30 us refractory time, so every neuron spikes at most once.
 MODEL = ClassifierConfig(engine="event", grad="analytic", t_late=14e-3, t_max=28e-3)
 SOFTWARE = TrainConfig(epochs=300)
-IN_THE_LOOP = TrainConfig(epochs=20, learning_rate=1e-3, final_learning_rate=1e-5)
+IN_THE_LOOP = TrainConfig(epochs=30, learning_rate=1e-3, final_learning_rate=1e-5)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,9 +76,8 @@ def main(argv=None) -> float:
     if args.resume and args.checkpoint is None:
         parser().error("--resume needs --checkpoint DIR")
     from eventsnn import hardware
-    from eventsnn.hardware.in_the_loop import HardwareSetup, chip_accuracy, train_in_the_loop
-    from eventsnn.tasks import load_splits, run_point_task
-    from eventsnn.train import write_metrics
+    from eventsnn.hardware.in_the_loop import HardwareSetup
+    from eventsnn.tasks import run_hardware_task
 
     chip = hardware.mock_chip(args.chip_seed, jitter=args.jitter)
     if args.calibration is not None:
@@ -93,54 +92,23 @@ def main(argv=None) -> float:
         cal.save(Path("calib") / f"{args.backend}-{args.chip_seed}.json")
     print(hardware.residual_table(cal.residuals))
 
-    setup = HardwareSetup.from_calibration(cal, input_repeat=args.input_repeat)
-    model = setup.model_config(cal, dataclasses.replace(MODEL, time_noise=args.train_noise))
-    ckpt = args.checkpoint
-    software = run_point_task(
-        "yinyang",
-        model,
-        dataclasses.replace(SOFTWARE, epochs=args.software_epochs, seed=args.seed),
-        checkpoint_dir=None if ckpt is None else ckpt / "software",
-        resume=args.resume,
-        train_samples=args.train_samples,
-    )
-    splits = load_splits("yinyang", args.train_samples)
-    model = dataclasses.replace(model, n_classes=3)
-    test = splits["test"]
-    deployed = chip_accuracy(setup, chip, cal, software["weights"], *test, model)
-    print(
-        f"software {software['test_accuracy']:.4f}, deployed without training in the loop "
-        f"{deployed:.4f}"
-    )
-    params, history = train_in_the_loop(
+    result = run_hardware_task(
         chip,
         cal,
-        setup,
-        software["weights"],
-        splits,
-        model,
+        HardwareSetup.from_calibration(cal, input_repeat=args.input_repeat),
+        dataclasses.replace(MODEL, time_noise=args.train_noise),
+        dataclasses.replace(SOFTWARE, epochs=args.software_epochs, seed=args.seed),
         dataclasses.replace(IN_THE_LOOP, epochs=args.epochs, seed=args.seed),
         metrics_path=args.metrics,
-        checkpoint_dir=ckpt,
+        checkpoint_dir=args.checkpoint,
         resume=args.resume,
+        plots_dir=args.plots,
+        train_samples=args.train_samples,
     )
-    test_acc = chip_accuracy(setup, chip, cal, params, *test, model)
-    final = {
-        "test_accuracy": test_acc,
-        "deployed_test_accuracy": deployed,
-        "software_test_accuracy": software["test_accuracy"],
-        "chip_seed": args.chip_seed,
-        "calibration_residuals": cal.residuals,
-    }
-    if args.metrics is not None:
-        write_metrics(args.metrics, history, final)
-    if args.plots is not None:
-        from eventsnn.plot import task_plots
-
-        task_plots(args.plots, params, model, splits, history)
-    print(json.dumps({k: v for k, v in final.items() if k != "calibration_residuals"}))
-    print(f"test accuracy (chip, in the loop): {test_acc:.4f}")
-    return test_acc
+    keys = ("software_test_accuracy", "deployed_test_accuracy", "test_accuracy")
+    print(json.dumps({k: result[k] for k in keys}))
+    print(f"test accuracy (chip, in the loop): {result['test_accuracy']:.4f}")
+    return result["test_accuracy"]
 
 
 if __name__ == "__main__":

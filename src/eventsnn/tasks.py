@@ -97,3 +97,68 @@ def run_point_task(
 
         task_plots(Path(plots_dir), weights, model, splits, history)
     return {**final, "weights": weights, "history": history, "wall_seconds": elapsed}
+
+
+def run_hardware_task(
+    chip,
+    cal,
+    setup,
+    model: classify.ClassifierConfig,
+    software_train: TrainConfig,
+    loop_train: TrainConfig,
+    *,
+    software: dict | None = None,
+    metrics_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    plots_dir: Path | None = None,
+    train_samples: int | None = None,
+) -> dict:
+    """Yin-Yang on a chip: software training on the calibrated model (or the given
+    `software` result of `run_point_task`), deployment, then training in the loop.
+
+    Returns the final record: ``test_accuracy`` (chip, after training in the loop),
+    ``deployed_test_accuracy`` (chip, software training only), ``software_test_accuracy``,
+    plus ``weights`` and ``history``."""
+    from .hardware.in_the_loop import chip_accuracy, train_in_the_loop
+
+    model = setup.model_config(cal, dataclasses.replace(model, n_classes=3))
+    if software is None:
+        software = run_point_task(
+            "yinyang",
+            model,
+            software_train,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "software",
+            resume=resume,
+            train_samples=train_samples,
+        )
+    splits = load_splits("yinyang", train_samples)
+    deployed = chip_accuracy(setup, chip, cal, software["weights"], *splits["test"], model)
+    weights, history = train_in_the_loop(
+        chip,
+        cal,
+        setup,
+        software["weights"],
+        splits,
+        model,
+        loop_train,
+        metrics_path=metrics_path,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
+    final = {
+        "test_accuracy": chip_accuracy(setup, chip, cal, weights, *splits["test"], model),
+        "deployed_test_accuracy": deployed,
+        "software_test_accuracy": software["test_accuracy"],
+        "seconds_per_epoch": float(np.median([e["epoch_seconds"] for e in history.epochs]))
+        if history.epochs
+        else None,
+        "calibration_residuals": cal.residuals,
+    }
+    if metrics_path is not None:
+        write_metrics(Path(metrics_path), history, final)
+    if plots_dir is not None:
+        from .plot import task_plots
+
+        task_plots(Path(plots_dir), weights, model, splits, history)
+    return {**final, "weights": weights, "history": history}
