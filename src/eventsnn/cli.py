@@ -17,8 +17,14 @@ EXIT_BAD_INPUT = 2
 
 
 def _file_and_output(sub, help_file: str) -> None:
-    """The arguments `simulate` and `grad` share: the network file, --out, --dtype."""
+    """The arguments `simulate` and `grad` share: the network file, --inputs, --out,
+    --dtype."""
     sub.add_argument("network", help=help_file)
+    sub.add_argument(
+        "--inputs",
+        help="JSON with t_max, inputs (and optionally max_spikes, loss) as in the network "
+        "file: required for a .nir network, overrides a JSON file's own",
+    )
     sub.add_argument("--out", help="write the result here (atomically) instead of stdout")
     sub.add_argument(
         "--dtype",
@@ -35,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="spike times of every layer for every input sample")
-    _file_and_output(sim, "network file (JSON, see network-spec.md)")
+    _file_and_output(sim, "network file (JSON, see network-spec.md) or NIR graph (.nir)")
     sim.add_argument(
         "--engine",
         choices=("event", "discrete"),
@@ -47,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     grad = sub.add_parser(
         "grad", help="the file's loss summed over samples and its gradient w.r.t. every weight"
     )
-    _file_and_output(grad, "network file (JSON) with a `loss` entry")
+    _file_and_output(grad, "network file (JSON or .nir) with a `loss` entry")
     grad.add_argument(
         "--method",
         choices=("eventprop", "analytic"),
@@ -55,7 +61,37 @@ def _parser() -> argparse.ArgumentParser:
         help="eventprop: adjoint over the recorded events; analytic: exact spike-time "
         "derivatives through the forward simulation",
     )
+    conv = sub.add_parser(
+        "convert", help="convert between the network file (.json) and NIR (.nir)"
+    )
+    conv.add_argument("source", help="IN.json or IN.nir")
+    conv.add_argument("target", help="OUT.nir or OUT.json (written atomically)")
+    conv.add_argument("--inputs", help="settings (t_max, inputs, ...) for a .nir source")
     return parser
+
+
+def convert(source: str, target: str, inputs: str | None) -> None:
+    """json -> nir keeps the file's settings (t_max, inputs, ...) in the graph's metadata;
+    nir -> json restores them (or takes them from `inputs`)."""
+    from .netfile import (
+        SETTINGS_FIELDS,
+        NetworkFileError,
+        load_document,
+        parse_network,
+        write_json_atomic,
+    )
+
+    if not (target.endswith(".nir") or target.endswith(".json")):
+        raise NetworkFileError(f"{target}: the target must end in .nir or .json")
+    doc = load_document(source, inputs)
+    parsed = parse_network(doc)  # validates everything before anything is written
+    if target.endswith(".json"):
+        write_json_atomic(target, doc)
+        return
+    from .nir import write_nir
+
+    settings = {k: doc[k] for k in SETTINGS_FIELDS if k in doc}
+    write_nir(target, parsed.network, metadata={"eventsnn": json.dumps(settings)})
 
 
 def gradient_document(net, method: str) -> dict:
@@ -132,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import jax
 
-    if args.dtype == "float64":
+    if getattr(args, "dtype", "float64") == "float64":
         jax.config.update("jax_enable_x64", True)
     from .event.simulate import simulate
     from .netfile import NetworkFileError, load_network
 
     try:
-        net = load_network(args.network, dtype=np.dtype(args.dtype))
+        if args.command == "convert":
+            convert(args.source, args.target, args.inputs)
+            return 0
+        net = load_network(args.network, dtype=np.dtype(args.dtype), inputs_path=args.inputs)
         if args.command == "grad" and net.loss is None:
             raise NetworkFileError(
                 "loss: is required for grad (first_spike_coefficients or all_spike_coefficients)"

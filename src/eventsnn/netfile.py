@@ -207,18 +207,94 @@ def parse_network(doc, dtype=np.float64) -> NetworkFile:
     )
 
 
-def load_network(path: str | os.PathLike, dtype=np.float64) -> NetworkFile:
-    """Read and validate a network file. Raises `NetworkFileError` naming the field."""
+def _read_json(path) -> dict:
     try:
         with open(path) as f:
-            doc = json.load(f)
+            return json.load(f)
     except OSError as e:
         raise NetworkFileError(f"{path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise NetworkFileError(
             f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
         ) from None
-    return parse_network(doc, dtype)
+
+
+#: The entries of a network file that are not the network (what ``--inputs`` gives).
+SETTINGS_FIELDS = ("t_max", "inputs", "max_spikes", "loss")
+
+
+def load_document(path: str | os.PathLike, inputs_path=None) -> dict:
+    """The decoded network file at `path`: JSON, or a NIR graph (``.nir``) whose settings
+    (t_max, inputs, ...) come from `inputs_path`, or else from what our export stored."""
+    if str(path).endswith(".nir"):
+        doc = nir_document(path)
+    else:
+        doc = _read_json(path)
+    if inputs_path is not None:
+        extra = _read_json(inputs_path)
+        if not isinstance(extra, dict):
+            _fail(str(inputs_path), "must be a JSON object with t_max and inputs")
+        unknown = set(extra) - set(SETTINGS_FIELDS)
+        if unknown:
+            _fail(
+                f"{inputs_path}: {sorted(unknown)[0]}",
+                f"is not an inputs-file field (allowed: {', '.join(SETTINGS_FIELDS)})",
+            )
+        doc = {**{k: v for k, v in doc.items() if k not in SETTINGS_FIELDS}, **extra}
+    if "inputs" not in doc:
+        _fail("inputs", f"{path} holds no input spikes: give them with --inputs FILE.json")
+    return doc
+
+
+def load_network(path: str | os.PathLike, dtype=np.float64, inputs_path=None) -> NetworkFile:
+    """Read and validate a network file (JSON, or ``.nir`` plus an inputs file). Raises
+    `NetworkFileError` naming the field."""
+    return parse_network(load_document(path, inputs_path), dtype)
+
+
+def network_document(network: Network) -> dict:
+    """``input_size`` and ``layers`` of a network, as in the file (scalars where every
+    neuron of a layer shares a value)."""
+    layers = []
+    for layer in network.layers:
+        entry = {"size": layer.size}
+        for field in ("tau_mem", "tau_syn", "v_th", "v_reset", "v_leak", "t_refrac"):
+            values = np.asarray(getattr(layer.params, field), dtype=float)
+            entry[field] = float(values[0]) if np.all(values == values[0]) else values.tolist()
+        if layer.delay:
+            entry["delay"] = float(layer.delay)
+        entry["weights"] = np.asarray(layer.weights, dtype=float).tolist()
+        if layer.recurrent_weights is not None:
+            entry["recurrent_weights"] = np.asarray(layer.recurrent_weights, dtype=float).tolist()
+        layers.append(entry)
+    return {"input_size": network.input_size, "layers": layers}
+
+
+def nir_document(path) -> dict:
+    """A ``.nir`` file as a network-file document (settings from our export's metadata)."""
+    from .nir import NIRImportError, from_nir, read_nir
+
+    try:
+        graph = read_nir(path)
+    except OSError as e:
+        raise NetworkFileError(f"{path}: cannot read as NIR ({e})") from None
+    except Exception as e:  # h5py/nir raise assorted errors on malformed files
+        raise NetworkFileError(f"{path}: not a NIR graph ({type(e).__name__}: {e})") from None
+    try:
+        model = from_nir(graph)
+    except NIRImportError as e:
+        raise NetworkFileError(f"{path}: {e}") from None
+    if model.li_readout:
+        _fail(
+            f"{path}: readout",
+            "is a non-spiking CubaLI; network files and the event core have spiking layers "
+            "only (load it with eventsnn.nir.from_nir and use the discrete engine)",
+        )
+    doc = network_document(model.network)
+    stored = (graph.metadata or {}).get("eventsnn")
+    if stored is not None:
+        doc.update(json.loads(str(stored)))
+    return doc
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
