@@ -22,7 +22,7 @@ test-all: venv
 	$(PY) -m pytest -q
 
 lint: venv
-	$(PY) -m ruff check src tests benchmarks tasks
+	$(PY) -m ruff check src tests benchmarks tasks calib notebooks
 
 # The event engine's exact gradients on the parallel TTFS path (about 10 minutes on 2 cores).
 # `--grad eventprop` gives the same gradients (tested) through the event loop, ~9x slower.

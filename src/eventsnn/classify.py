@@ -54,7 +54,7 @@ class ClassifierConfig:
     loss_tau: float = 5e-3  # cross-entropy temperature (s)
     reg_alpha: float = 3e-3  # early-label regulariser weight
     reg_tau: float = 20e-3
-    silent_push: float = 0.1  # weight of `silent_neuron_push` (per layer)
+    silent_push: float = 1.0  # weight of `silent_neuron_push` (per layer)
     w_hidden: tuple[float, float] = (1.2, 1.0)  # init mean, std of the parameters
     w_out: tuple[float, float] = (0.5, 0.5)
     time_noise: float = 0.0  # std (s) of Gaussian jitter on input times during training
