@@ -24,10 +24,10 @@ test-all: venv
 lint: venv
 	$(PY) -m ruff check src tests benchmarks tasks calib notebooks
 
-# The event engine's exact gradients on the parallel TTFS path (about 10 minutes on 2 cores).
-# `--grad eventprop` gives the same gradients (tested) through the event loop, ~9x slower.
+# The event engine with EventProp: feed-forward single-spike layers run on the parallel
+# TTFS path, with EventProp's adjoint backward pass in closed form (a custom VJP).
 demo: venv
-	$(PY) -m tasks.yinyang --grad analytic
+	$(PY) -m tasks.yinyang
 
 bench: venv
 	$(PY) benchmarks/event_core.py

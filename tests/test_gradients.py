@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gradcheck import fd_check, gradients, loss_fn
 from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from test_event_core import STRUCTURES, build, cases
 from test_event_core import T_MAX as CASE_T_MAX
 
@@ -224,3 +225,26 @@ def test_gradients_on_random_networks(case):
             )
             is not None
         )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    ratio=st.sampled_from([1.0, 2.0, 0.7, 3.3]),
+    v_leak=st.sampled_from([0.0, 0.3]),
+)
+def test_ttfs_eventprop_matches_analytic_and_finite_differences(seed, ratio, v_leak):
+    """Single-spike feed-forward layers run on the parallel TTFS path; method="eventprop"
+    gives them EventProp's closed-form adjoint (a custom VJP), "analytic" autodiff. Every
+    gradient (weights, neuron parameters, input times) must agree, and match FD."""
+    rng = np.random.default_rng(seed)
+    net = net_of(rng, (3, 8, 3), ratio=ratio, v_leak=v_leak)
+    net = es.Network([es.Layer(x.weights, x.params, single_spike=True) for x in net.layers])
+    times = jnp.asarray(rng.uniform(0, 8e-3, 5))
+    inputs = inputs_of(times, rng.integers(0, 3, 5))
+    res = es.simulate(net, inputs, t_max=T_MAX, max_spikes=8)
+    assume(np.all(np.asarray(res.counts) > 0))
+    g = gradients(net, inputs, [1.0, -0.5, 0.3], T_MAX, max_spikes=8)
+    for a, b in zip(jax.tree.leaves(g["eventprop"]), jax.tree.leaves(g["analytic"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-12)
+    fd_check(net, inputs, [1.0, -0.5, 0.3], T_MAX, seed=seed, max_spikes=8, require=False)

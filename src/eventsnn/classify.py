@@ -128,15 +128,15 @@ def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
     """Per-class scores ``[batch, classes]``: first spike times (event) or max voltage."""
     net = network(weights, cfg)
     if cfg.engine == "event":
-        # analytic: the parallel TTFS path (autodiff with implicit-function derivatives);
-        # eventprop: the event loop with the adjoint backward pass. Same gradients.
+        # The parallel TTFS path; backward by EventProp's adjoint in closed form
+        # ("eventprop") or autodiff with implicit-function derivatives ("analytic").
         res = simulate(
             net,
             inputs,
             t_max=cfg.t_max,
             max_spikes=(cfg.hidden, cfg.n_classes),
             method=cfg.grad,
-            fast_ttfs=cfg.grad == "analytic",
+            fast_ttfs=True,
             check_overflow=False,
         )
         return res.output.first_times(cfg.n_classes), res

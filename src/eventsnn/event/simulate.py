@@ -69,13 +69,14 @@ def simulate_layer(
     recorded events) or ``"analytic"`` (reverse-mode through a fixed-length scan of events,
     each spike time carrying its implicit-function derivative). Values are identical.
     Feed-forward single-spike layers take the parallel TTFS path when ``fast_ttfs``
-    (exact; differentiated analytically whatever ``method`` says).
+    (exact), with EventProp's backward pass in closed form (``"eventprop"``) or autodiff
+    through the parallel forward pass (``"analytic"``).
 
     Returns ``(Spikes [max_spikes], count, overflow)``.
     """
     arrivals = layer_arrivals(inputs, layer.delay)
     if fast_ttfs and layer.single_spike and layer.recurrent_weights is None:
-        return ttfs_layer(layer, arrivals, t_max, max_spikes, solver)
+        return ttfs_layer(layer, arrivals, t_max, max_spikes, solver, method == "eventprop")
     if method == "eventprop":
         final = eventprop_layer(layer, arrivals.times, arrivals.sources, t_max, max_spikes, solver)
     else:

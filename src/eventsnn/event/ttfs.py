@@ -13,12 +13,14 @@ derivative, so gradients are exact (the same as the analytic method's).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from ..network import Layer, Spikes
 from ..neuron import kernel
-from .spike_time import first_crossing
+from .spike_time import SLOPE_FLOOR, first_crossing
 from .step import Arrivals
 
 
@@ -29,16 +31,12 @@ def _compose(first, second):
     return (a2 * a1, a2 * c1 + c2 * d1, d2 * d1, a2 * bu1 + c2 * bi1 + bu2, d2 * bi1 + bi2)
 
 
-def ttfs_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver):
-    """First (and only) spike of every neuron of a feed-forward single-spike layer.
-
-    Returns ``(Spikes [max_spikes], count, overflow)`` like the event loop.
-    """
-    p = layer.params
-    times = arrivals.times  # [K], sorted, +inf padding
+def _first_spikes(weights, params, times, sources, t_max, solver):
+    """``[n]`` first spike time of every neuron (inf if none) from sorted arrivals."""
+    p = params
     real = jnp.isfinite(times) & (times <= t_max)
-    src = jnp.where(real, arrivals.sources, 0)
-    jumps = jnp.where(real[:, None], layer.weights[src], 0.0)  # [K, n]
+    src = jnp.where(real, sources, 0)
+    jumps = jnp.where(real[:, None], weights[src], 0.0)  # [K, n]
     t_safe = jnp.where(real, times, t_max)
     gap = jnp.diff(t_safe, prepend=jnp.zeros_like(t_safe[:1]))[:, None]  # [K, 1]
     maps = (
@@ -61,7 +59,62 @@ def ttfs_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver)
     horizon = jnp.where(open_, jnp.minimum(end, t_max)[:, None] - start_safe, -1.0)
     dt = first_crossing(solver, u, i, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, horizon)
     candidate = jnp.where(open_ & (dt <= horizon), start_safe + dt, jnp.inf)
-    spike = jnp.min(candidate, axis=0)  # [n]
+    return jnp.min(candidate, axis=0)  # [n]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _first_spikes_adjoint(weights, params, times, sources, t_max, solver):
+    return _first_spikes(weights, params, times, sources, t_max, solver)
+
+
+def _adjoint_fwd(weights, params, times, sources, t_max, solver):
+    spike = _first_spikes(weights, params, times, sources, t_max, solver)
+    return spike, (weights, params, times, sources, t_max, spike)
+
+
+def _adjoint_bwd(solver, residuals, g):
+    """EventProp for single-spike neurons. The adjoint jumps at each output spike by
+    ``g / V'(t*)`` and, integrated in closed form back to every earlier arrival, yields
+    ``dL/dw = -g k(t* - t_a) / V'`` and ``dL/dt_a = g w k'(t* - t_a) / V'``: the gradient of
+    the residual ``u(t*) - theta`` at the recorded spike times, scaled by ``-g / V'``. One
+    pass over (arrival, neuron) pairs; nothing of the forward solve is differentiated."""
+    weights, params, times, sources, t_max, spike = residuals
+    real = jnp.isfinite(times) & (times <= t_max)
+    src = jnp.where(real, sources, 0)
+    fired = jnp.isfinite(spike)
+    t_star = jnp.where(fired, spike, 0.0)
+
+    def membrane(weights, params, times, t_star):
+        lag = t_star[None, :] - jnp.where(real, times, 0.0)[:, None]  # [K, n]
+        active = real[:, None] & fired[None, :] & (lag > 0)
+        w = weights[src]
+        k = kernel(jnp.where(active, lag, 1.0), params.tau_mem, params.tau_syn)
+        return jnp.sum(jnp.where(active, w * k, 0.0), axis=0) - (params.v_th - params.v_leak)
+
+    _, vjp = jax.vjp(membrane, weights, params, times, t_star)
+    _, slope = jax.jvp(
+        lambda t: membrane(weights, params, times, t), (t_star,), (jnp.ones_like(t_star),)
+    )
+    theta = params.v_th - params.v_leak
+    floor = SLOPE_FLOOR * jnp.maximum(jnp.abs(theta), 1.0) / params.tau_mem
+    moving = fired & (theta > 0)  # a neuron above threshold at rest fires at 0, fixed
+    cot = jnp.where(moving, -g / jnp.maximum(slope, floor), 0.0)
+    d_weights, d_params, d_times, _ = vjp(cot)
+    return d_weights, d_params, d_times, None, None
+
+
+_first_spikes_adjoint.defvjp(_adjoint_fwd, _adjoint_bwd)
+
+
+def ttfs_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver, adjoint=False):
+    """First (and only) spike of every neuron of a feed-forward single-spike layer.
+
+    With `adjoint`, gradients come from the EventProp backward pass above (a custom VJP);
+    otherwise from autodiff through the parallel forward pass. Both are exact and agree.
+    Returns ``(Spikes [max_spikes], count, overflow)`` like the event loop.
+    """
+    first = _first_spikes_adjoint if adjoint else _first_spikes
+    spike = first(layer.weights, layer.params, arrivals.times, arrivals.sources, t_max, solver)
 
     order = jnp.argsort(spike)[:max_spikes]  # ties by index (stable)
     fired = jnp.isfinite(spike[order])
