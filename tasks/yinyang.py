@@ -3,7 +3,8 @@
     python -m tasks.yinyang [--engine event|discrete] [--grad eventprop|analytic|surrogate]
         [--seed S] [--epochs N] [--metrics PATH] [--plots DIR] [--checkpoint DIR] [--resume]
 
-Defaults: the event engine with EventProp, 5-120-3 time-to-first-spike network, 300 epochs.
+Defaults: the event engine with EventProp, 5-200-3 time-to-first-spike network, 300 epochs
+(discrete: 5-120-3, 200 epochs).
 The last line printed is the test accuracy; the last JSON line of --metrics holds it too.
 """
 
@@ -22,7 +23,11 @@ CONFIGS = {
     "event": (ClassifierConfig(engine="event", grad="eventprop"), TrainConfig()),
     "discrete": (
         ClassifierConfig(
-            engine="discrete", grad="surrogate", w_hidden=(1.5, 1.0), w_out=(0.0, 1.0)
+            engine="discrete",
+            grad="surrogate",
+            hidden=120,
+            w_hidden=(1.5, 1.0),
+            w_out=(0.0, 1.0),
         ),
         TrainConfig(learning_rate=2e-3, epochs=200),
     ),

@@ -210,3 +210,47 @@ def test_cli_discrete_engine_matches_event_engine(tmp_path):
         for le, ld in zip(se["layers"], sd["layers"]):
             assert le["indices"] == ld["indices"]
             np.testing.assert_allclose(ld["times"], le["times"], atol=3e-5)
+
+
+def _spyx_reference(w1, w2, x, alpha, beta):
+    """Spyx's CuBaLIF -> LI step rule written out in NumPy (time-major input ``[T, B, n]``):
+    spike from the previous V, subtract the threshold, I = alpha I + x, V = beta V + I;
+    readout V = beta V + x. Returns the readout voltages ``[T, B, n_out]``."""
+    t_steps, batch, _ = x.shape
+    v = np.zeros((batch, w1.shape[1]))
+    i = np.zeros_like(v)
+    v_out = np.zeros((batch, w2.shape[1]))
+    trace = []
+    for t in range(t_steps):
+        s = (v - 1.0 >= 0).astype(float)
+        v = v - s
+        i = alpha * i + x[t] @ w1
+        v = beta * v + i
+        v_out = beta * v_out + s @ w2
+        trace.append(v_out.copy())
+    return np.stack(trace)
+
+
+def test_spyx_step_rule_reproduces_spyx_readout_traces():
+    rng = np.random.default_rng(0)
+    dt, steps, batch = 0.5e-3, 60, 16
+    w1 = rng.normal(0.3, 0.5, (5, 120))
+    w2 = rng.normal(0.0, 0.3, (120, 3))
+    train = np.zeros((batch, steps, 5))
+    for b in range(batch):  # each channel spikes once, at a random step
+        train[b, rng.integers(0, steps, 5), np.arange(5)] = 1.0
+    net = es.Network(
+        [
+            es.dense_layer(jnp.asarray(w1), tau_mem=10e-3, tau_syn=5e-3),
+            es.dense_layer(jnp.asarray(w2), tau_mem=10e-3, tau_syn=5e-3),
+        ]
+    )
+    res = es.simulate_discrete(
+        net, jnp.asarray(train), dt=dt, t_max=steps * dt, rule=es.SpyxStep(), li_readout=True
+    )
+    ref = _spyx_reference(
+        w1, w2, np.swapaxes(train, 0, 1), np.exp(-dt / 5e-3), np.exp(-dt / 10e-3)
+    )
+    got = np.swapaxes(np.asarray(res.output_voltage), 0, 1)
+    assert np.abs(ref).max() > 0.5 and np.asarray(res.trains[0]).sum() > batch  # activity
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)

@@ -4,6 +4,7 @@ from . import loss as loss
 from .discrete.rules import ExactStep as ExactStep
 from .discrete.rules import ForwardEuler as ForwardEuler
 from .discrete.rules import IntegrateAndReset as IntegrateAndReset
+from .discrete.rules import SpyxStep as SpyxStep
 from .discrete.rules import StepRule as StepRule
 from .discrete.simulate import DiscreteResult as DiscreteResult
 from .discrete.simulate import simulate_discrete as simulate_discrete

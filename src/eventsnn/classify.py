@@ -39,7 +39,7 @@ class ClassifierConfig:
     """Architecture, coding and loss of a 2-D point classifier (times in s)."""
 
     n_in: int = 5
-    hidden: int = 120
+    hidden: int = 200
     n_classes: int = 3
     tau_mem: float = 10e-3
     tau_syn: float = 5e-3
@@ -54,7 +54,7 @@ class ClassifierConfig:
     loss_tau: float = 5e-3  # cross-entropy temperature (s)
     reg_alpha: float = 3e-3  # early-label regulariser weight
     reg_tau: float = 20e-3
-    silent_push: float = 1.0  # weight of `silent_neuron_push` (per layer)
+    silent_push: float = 0.1  # weight of `silent_neuron_push` (per layer)
     w_hidden: tuple[float, float] = (1.2, 1.0)  # init mean, std of the parameters
     w_out: tuple[float, float] = (0.5, 0.5)
     time_noise: float = 0.0  # std (s) of Gaussian jitter on input times during training

@@ -17,7 +17,14 @@ from .surrogate import Surrogate
 
 
 class StepRule(eqx.Module):
-    """Advances CuBa-LIF and leaky-integrator layers by one step of ``dt`` seconds."""
+    """Advances CuBa-LIF and leaky-integrator layers by one step of ``dt`` seconds.
+
+    ``lag``: steps from a spike to its arrival at the next layer (without delay): 1 when
+    spikes are detected at the end of a step (they act from the next one), 0 when they are
+    detected from the state at its start (they act within the same step).
+    """
+
+    lag = 1
 
     @abc.abstractmethod
     def lif(self, p: LIFParams, state, current, dt: float, surrogate: Surrogate):
@@ -85,3 +92,30 @@ class ExactStep(IntegrateAndReset):
     def integrate(self, p, v, i, dt):
         u, i = propagate(v - p.v_leak, i, dt, p.tau_mem, p.tau_syn)
         return p.v_leak + u, i
+
+
+class SpyxStep(StepRule):
+    """The step of Spyx's ``CuBaLIF`` and ``LI`` (Spyx 1.0), as a configuration of this
+    engine: per step, in order, ``s = H(V - v_th)`` from the previous ``V``; ``V -= s v_th``
+    (subtractive reset); ``I = alpha I + x``; ``V = beta V + I``, with
+    ``alpha = exp(-dt/tau_syn)``, ``beta = exp(-dt/tau_mem)``. The readout: ``V = beta V + x``
+    (no synaptic filter). Potentials are relative to 0: ``v_leak``, ``v_reset`` and
+    ``t_refrac`` are not part of this rule, and ``I`` enters ``V`` with unit gain per step
+    (so weights mean what they mean in Spyx, not jumps of the continuous model's ``I``).
+    Layers run in sequence within a step, so a spike reaches the next layer in the same
+    step (``lag = 0``)."""
+
+    lag = 0
+
+    def lif(self, p, state, current, dt, surrogate):
+        v, i, refractory = state
+        spikes = surrogate(v - p.v_th)
+        v = v - spikes * p.v_th
+        i = jnp.exp(-dt / p.tau_syn) * i + current
+        v = jnp.exp(-dt / p.tau_mem) * v + i
+        return (v, i, refractory), spikes, v
+
+    def li(self, p, state, current, dt):
+        v, i, refractory = state
+        v = jnp.exp(-dt / p.tau_mem) * v + current
+        return (v, i, refractory), v

@@ -41,12 +41,14 @@ class DiscreteResult(eqx.Module):
         return self.voltages[-1]
 
 
-def _delay_steps(delay: float, dt: float) -> int:
-    return 1 + int(round(delay / dt))
+def _delay_steps(delay: float, dt: float, rule: StepRule) -> int:
+    return rule.lag + int(round(delay / dt))
 
 
 def _shift(train, steps: int):
     """Delay a ``[steps_total, batch, n]`` train by ``steps`` steps (zeros shifted in)."""
+    if steps == 0:
+        return train
     return jnp.concatenate([jnp.zeros_like(train[:steps]), train[:-steps]], axis=0)
 
 
@@ -61,7 +63,7 @@ def _run_layer(layer: Layer, current, dt, rule: StepRule, surrogate, spiking: bo
         jnp.zeros((batch, n), jnp.int32),
     )
     rec = layer.recurrent_weights
-    lag = _delay_steps(layer.delay, dt)
+    lag = max(_delay_steps(layer.delay, dt, rule), 1)  # a spike cannot reach itself at once
     buffer = jnp.zeros((lag, batch, n), current.dtype)  # own spikes still in flight
 
     def step(carry, x):
@@ -86,7 +88,7 @@ def _simulate(network, train, dt, rule, surrogate, li_readout, record_voltages):
     trains, voltages = [], []
     for k, layer in enumerate(network.layers):
         if k:
-            train = _shift(train, _delay_steps(layer.delay, dt))
+            train = _shift(train, _delay_steps(layer.delay, dt, rule))
         current = train @ layer.weights
         spiking = not (li_readout and k == len(network.layers) - 1)
         train, v = _run_layer(layer, current, dt, rule, surrogate, spiking)
