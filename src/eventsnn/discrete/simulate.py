@@ -64,7 +64,8 @@ def _run_layer(layer: Layer, current, dt, rule: StepRule, surrogate, spiking: bo
     )
     rec = layer.recurrent_weights
     lag = max(_delay_steps(layer.delay, dt, rule), 1)  # a spike cannot reach itself at once
-    buffer = jnp.zeros((lag, batch, n), current.dtype)  # own spikes still in flight
+    # Own spikes still in flight (recurrent layers only: no per-step copy otherwise).
+    buffer = None if rec is None else jnp.zeros((lag, batch, n), current.dtype)
 
     def step(carry, x):
         state, buffer = carry
@@ -74,12 +75,13 @@ def _run_layer(layer: Layer, current, dt, rule: StepRule, surrogate, spiking: bo
             state, spikes, v = rule.lif(p, state, x, dt, surrogate)
         else:
             state, v = rule.li(p, state, x, dt)
-            spikes = jnp.zeros_like(v)
-        buffer = jnp.concatenate([buffer[1:], spikes[None]], axis=0)
+            spikes = None
+        if rec is not None:
+            buffer = jnp.concatenate([buffer[1:], spikes[None]], axis=0)
         return (state, buffer), (spikes, v)
 
     _, (spikes, v) = jax.lax.scan(step, (state, buffer), current)
-    return spikes, v
+    return (jnp.zeros_like(v) if spikes is None else spikes), v
 
 
 @eqx.filter_jit

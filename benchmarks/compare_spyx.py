@@ -1,0 +1,265 @@
+"""eventsnn against Spyx 1.0.0 on Spyx's own workload (BENCHMARKS.md, section 2).
+
+    python benchmarks/compare_spyx.py --spyx-python /path/to/spyx-venv/bin/python [--blocks 3]
+
+Installs nothing: the Spyx side runs in a subprocess with the given interpreter (a venv with
+``pip install spyx==1.0.0``, see benchmarks/README.md), so each library keeps its own
+dependencies. Blocks alternate between the two sides; each figure is the best over blocks.
+The same weights and inputs go to both sides. Prints JSON lines per side and block, then one
+final line with ``spyx_trace_max_abs_diff``, ``discrete_{fwd,grad}_b{64,256}_ratio``,
+``event_grad_b64_ratio``, ``epoch_ratio`` (ratios > 1: eventsnn faster), the raw figures
+and the compile times of both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _timing import best_time, emit, machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+DT, STEPS, TAU_SYN, TAU_MEM = 0.5e-3, 60, 5e-3, 10e-3
+BATCHES = (1, 64, 256)
+EPOCH_BATCHES, EPOCH_BATCH = 78, 64
+
+
+def workload(seed: int = 0):
+    """Weights, inputs (time-major ``[T, B, 5]``: each channel spikes once at a uniform
+    random step) and random labels, from one seed."""
+    rng = np.random.default_rng(seed)
+    n = max(BATCHES[-1], EPOCH_BATCHES * EPOCH_BATCH)
+    steps = rng.integers(0, STEPS, (n, 5))
+    x = np.zeros((STEPS, n, 5), np.float32)
+    x[steps, np.arange(n)[:, None], np.arange(5)[None, :]] = 1.0
+    return {
+        "w1": (rng.normal(0.0, 1.0, (5, 120)) / np.sqrt(5)).astype(np.float32) * 2.0,
+        "w2": (rng.normal(0.0, 1.0, (120, 3)) / np.sqrt(120)).astype(np.float32),
+        "x": x,
+        "steps": steps,
+        "labels": rng.integers(0, 3, n).astype(np.int32),
+    }
+
+
+# -- eventsnn ---------------------------------------------------------------------------
+def eventsnn_side(data) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import eventsnn as es
+    from eventsnn import classify
+
+    rule, surrogate = es.SpyxStep(), es.SuperSpike(25.0)
+
+    def net_of(params):
+        w1, w2 = params
+        return es.Network(
+            [
+                es.dense_layer(w1, tau_mem=TAU_MEM, tau_syn=TAU_SYN),
+                es.dense_layer(w2, tau_mem=TAU_MEM, tau_syn=TAU_SYN),
+            ]
+        )
+
+    def traces(params, x):  # x time-major [T, B, 5] -> readout [T, B, 3]
+        res = es.simulate_discrete(
+            net_of(params),
+            jnp.swapaxes(x, 0, 1),
+            dt=DT,
+            t_max=STEPS * DT,
+            rule=rule,
+            surrogate=surrogate,
+            li_readout=True,
+        )
+        return jnp.swapaxes(res.output_voltage, 0, 1)
+
+    def loss(params, x, y):
+        logits = jnp.max(traces(params, x), axis=0)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(y.shape[0]), y])
+
+    params = (jnp.asarray(data["w1"]), jnp.asarray(data["w2"]))
+    fwd = jax.jit(lambda p, x: jnp.max(traces(p, x), axis=0))
+    grad = jax.jit(jax.value_and_grad(loss))
+    out = {"trace": np.asarray(jax.jit(traces)(params, jnp.asarray(data["x"][:, :64])))}
+    for b in BATCHES:
+        x, y = jnp.asarray(data["x"][:, :b]), jnp.asarray(data["labels"][:b])
+        if b == 64:
+            start = time.perf_counter()
+            jax.block_until_ready(fwd.lower(params, x).compile())
+            out["compile_fwd_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            jax.block_until_ready(grad.lower(params, x, y).compile())
+            out["compile_grad_s"] = time.perf_counter() - start
+        out[f"discrete_fwd_b{b}"] = b / best_time(fwd, params, x)
+        out[f"discrete_grad_b{b}"] = b / best_time(grad, params, x, y)
+
+    # One epoch: 78 batches of 64, Adam 1e-3, one scan inside one jit, data on the device.
+    opt = optax.adam(1e-3)
+    xs = (
+        jnp.asarray(data["x"][:, : EPOCH_BATCHES * EPOCH_BATCH])
+        .reshape(STEPS, EPOCH_BATCHES, EPOCH_BATCH, 5)
+        .transpose(1, 0, 2, 3)
+    )
+    ys = jnp.asarray(data["labels"][: EPOCH_BATCHES * EPOCH_BATCH]).reshape(EPOCH_BATCHES, -1)
+
+    @jax.jit
+    def epoch(params, state):
+        def step(carry, batch):
+            p, s = carry
+            _, g = jax.value_and_grad(loss)(p, *batch)
+            updates, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        return jax.lax.scan(step, (params, state), (xs, ys))[0]
+
+    out["epoch_s"] = best_time(epoch, params, opt.init(params), repeats=3, min_seconds=0.0)
+
+    # The event engine on the same task shape: the inputs as exact spike times, CuBa-LIF
+    # hidden layer, first-spike readout; its fastest exact gradient (EventProp, TTFS path).
+    cfg = classify.ClassifierConfig(hidden=120, grad="eventprop", t_max=STEPS * DT)
+    p = classify.init_params(jax.random.PRNGKey(0), cfg)
+    times = jnp.asarray(data["steps"][:64] * DT, jnp.float32)
+    spikes = es.Spikes(times, jnp.broadcast_to(jnp.arange(5), times.shape))
+    y = jnp.asarray(data["labels"][:64])
+    event_grad = jax.jit(jax.grad(lambda p, s, y: classify.loss_and_correct(p, s, y, cfg)[0]))
+    out["event_grad_b64"] = 64 / best_time(event_grad, p, spikes, y)
+    return out
+
+
+# -- Spyx, in its own interpreter ---------------------------------------------------------
+SPYX_SIDE = r"""
+import json, sys, time
+import jax, jax.numpy as jnp, numpy as np, optax
+from flax import nnx
+import spyx
+data = np.load(sys.argv[1])
+DT, STEPS, TAU_SYN, TAU_MEM = 0.5e-3, 60, 5e-3, 10e-3
+alpha, beta = float(np.exp(-DT / TAU_SYN)), float(np.exp(-DT / TAU_MEM))
+rngs = nnx.Rngs(0)
+model = spyx.nn.Sequential(
+    nnx.Linear(5, 120, use_bias=False, rngs=rngs),
+    spyx.nn.CuBaLIF((120,), alpha=alpha, beta=beta, activation=spyx.axn.superspike(25), rngs=rngs),
+    nnx.Linear(120, 3, use_bias=False, rngs=rngs),
+    spyx.nn.LI((3,), beta=beta, rngs=rngs),
+)
+model.layers[0].kernel.value = jnp.asarray(data["w1"])
+model.layers[2].kernel.value = jnp.asarray(data["w2"])
+graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+def traces(params, x):
+    m = nnx.merge(graphdef, params, rest)
+    return spyx.nn.run(m, x)[0]
+
+def loss(params, x, y):
+    logits = jnp.max(traces(params, x), axis=0)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+def best(fn, *args, repeats=5, min_seconds=0.2):
+    jax.block_until_ready(fn(*args))
+    b = float("inf")
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            jax.block_until_ready(fn(*args)); n += 1
+            if time.perf_counter() - t0 >= min_seconds:
+                break
+        b = min(b, (time.perf_counter() - t0) / n)
+    return b
+
+fwd = jax.jit(lambda p, x: jnp.max(traces(p, x), axis=0))
+grad = jax.jit(jax.value_and_grad(loss))
+out = {}
+np.save(sys.argv[2], np.asarray(jax.jit(traces)(params, jnp.asarray(data["x"][:, :64]))))
+for b in (1, 64, 256):
+    x, y = jnp.asarray(data["x"][:, :b]), jnp.asarray(data["labels"][:b])
+    if b == 64:
+        t0 = time.perf_counter(); jax.block_until_ready(fwd.lower(params, x).compile())
+        out["compile_fwd_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter(); jax.block_until_ready(grad.lower(params, x, y).compile())
+        out["compile_grad_s"] = time.perf_counter() - t0
+    out[f"fwd_b{b}"] = b / best(fwd, params, x)
+    out[f"grad_b{b}"] = b / best(grad, params, x, y)
+opt = optax.adam(1e-3)
+xs = jnp.asarray(data["x"][:, :78 * 64]).reshape(60, 78, 64, 5).transpose(1, 0, 2, 3)
+ys = jnp.asarray(data["labels"][:78 * 64]).reshape(78, -1)
+
+@jax.jit
+def epoch(params, state):
+    def step(carry, batch):
+        p, s = carry
+        _, g = jax.value_and_grad(loss)(p, *batch)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+    return jax.lax.scan(step, (params, state), (xs, ys))[0]
+
+out["epoch_s"] = best(epoch, params, opt.init(params), repeats=3, min_seconds=0.0)
+out["spyx"] = spyx.__version__ if hasattr(spyx, "__version__") else "1.0.0"
+out["jax"] = jax.__version__
+print(json.dumps(out))
+"""
+
+
+def spyx_side(python: str, data_path: Path, trace_path: Path) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(SPYX_SIDE)
+    done = subprocess.run(
+        [python, f.name, str(data_path), str(trace_path)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the Spyx side failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spyx-python", required=True, help="interpreter of a spyx==1.0.0 venv")
+    p.add_argument("--blocks", type=int, default=3, help="alternating blocks per side")
+    args = p.parse_args()
+    data = workload(0)
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path, trace_path = Path(tmp) / "data.npz", Path(tmp) / "spyx_trace.npy"
+        np.savez(data_path, **data)
+        for block in range(args.blocks):
+            o = eventsnn_side(data)
+            trace = o.pop("trace")
+            emit({"side": "eventsnn", "block": block, **o})
+            t = spyx_side(args.spyx_python, data_path, trace_path)
+            emit({"side": "spyx", "block": block, **t})
+            ours.append(o)
+            theirs.append(t)
+        spyx_trace = np.load(trace_path)
+
+    def best(rows, key, low=False):
+        values = [r[key] for r in rows]
+        return min(values) if low else max(values)
+
+    final = {"benchmark": "compare_spyx", "blocks": args.blocks}
+    final["spyx_trace_max_abs_diff"] = float(np.max(np.abs(trace - spyx_trace)))
+    for kind in ("fwd", "grad"):
+        for b in BATCHES:
+            e, s = best(ours, f"discrete_{kind}_b{b}"), best(theirs, f"{kind}_b{b}")
+            final[f"eventsnn_discrete_{kind}_b{b}"] = e
+            final[f"spyx_{kind}_b{b}"] = s
+            if b > 1:
+                final[f"discrete_{kind}_b{b}_ratio"] = e / s
+    final["eventsnn_event_grad_b64"] = best(ours, "event_grad_b64")
+    final["event_grad_b64_ratio"] = final["eventsnn_event_grad_b64"] / final["spyx_grad_b64"]
+    final["eventsnn_epoch_s"] = best(ours, "epoch_s", low=True)
+    final["spyx_epoch_s"] = best(theirs, "epoch_s", low=True)
+    final["epoch_ratio"] = final["spyx_epoch_s"] / final["eventsnn_epoch_s"]
+    for side, rows in (("eventsnn", ours), ("spyx", theirs)):
+        for key in ("compile_fwd_s", "compile_grad_s"):
+            final[f"{side}_{key}"] = best(rows, key, low=True)
+    emit({**final, **machine()})
+
+
+if __name__ == "__main__":
+    main()
