@@ -29,7 +29,7 @@ CONFIGS = {
             w_hidden=(1.5, 1.0),
             w_out=(0.0, 1.0),
         ),
-        TrainConfig(learning_rate=2e-3, epochs=200),
+        TrainConfig(learning_rate=1e-2, epochs=200),
     ),
 }
 
