@@ -84,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
         help="continue from the checkpoint in --checkpoint (same settings)",
     )
     p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="split each batch over this many devices (data parallel; on CPU set "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+    )
+    p.add_argument(
         "--train-samples",
         type=int,
         default=None,
@@ -124,6 +131,7 @@ def main(argv=None) -> float:
         resume=args.resume,
         plots_dir=args.plots,
         train_samples=args.train_samples,
+        devices=args.devices,
     )
     print(json.dumps({k: result[k] for k in ("test_accuracy", "epochs", "seconds_per_epoch")}))
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}%")

@@ -63,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
         help="std (s, model time) of input-time jitter during software training",
     )
     p.add_argument("--input-repeat", type=int, default=5, help="synapse rows per input channel")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="split each batch over this many devices (data parallel; on CPU set "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+    )
     p.add_argument("--metrics", type=Path, default=None, help="JSON lines, one per epoch")
     p.add_argument("--plots", type=Path, default=None, help="directory for plots")
     p.add_argument("--checkpoint", type=Path, default=None, help="directory for checkpoints")
@@ -104,6 +111,7 @@ def main(argv=None) -> float:
         resume=args.resume,
         plots_dir=args.plots,
         train_samples=args.train_samples,
+        devices=args.devices,
     )
     keys = ("software_test_accuracy", "deployed_test_accuracy", "test_accuracy")
     print(json.dumps({k: result[k] for k in keys}))

@@ -52,8 +52,10 @@ def run_point_task(
     plots_dir: Path | None = None,
     train_samples: int | None = None,
     stop_after: int | None = None,
+    devices: int = 1,
 ) -> dict:
-    """Train a classifier on `task` and evaluate it on the test split."""
+    """Train a classifier on `task` and evaluate it on the test split (`devices`: data
+    parallel over that many devices)."""
     import time
 
     splits = load_splits(task, train_samples)
@@ -81,6 +83,7 @@ def run_point_task(
         resume=resume,
         meta={"task": task, "model": dataclasses.asdict(model)},
         stop_after=stop_after,
+        devices=devices,
     )
     elapsed = time.perf_counter() - start
     test_acc = accuracy(weights, *splits["test"], model)
@@ -113,6 +116,7 @@ def run_hardware_task(
     resume: bool = False,
     plots_dir: Path | None = None,
     train_samples: int | None = None,
+    devices: int = 1,
 ) -> dict:
     """Yin-Yang on a chip: software training on the calibrated model (or the given
     `software` result of `run_point_task`), deployment, then training in the loop.
@@ -131,6 +135,7 @@ def run_hardware_task(
             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "software",
             resume=resume,
             train_samples=train_samples,
+            devices=devices,
         )
     splits = load_splits("yinyang", train_samples)
     deployed = chip_accuracy(setup, chip, cal, software["weights"], *splits["test"], model)

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .parallel import data_mesh, replicate, shard_batch
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -123,6 +125,7 @@ def fit(
     resume: bool = False,
     meta: dict | None = None,
     stop_after: int | None = None,
+    devices: int = 1,
 ):
     """Train `params` with Adam and cosine decay.
 
@@ -135,6 +138,9 @@ def fit(
             training continues from it.
         meta: settings identifying the run (stored in the checkpoint, checked on resume).
         stop_after: stop after this many epochs in total (simulates an interruption).
+        devices: split every batch over this many devices (data parallel, weights
+            replicated; see `eventsnn.parallel`). Same result as one device up to the
+            order of floating-point sums.
 
     Returns:
         ``(params, History)``.
@@ -149,6 +155,8 @@ def fit(
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint.npz"
     if resume and ckpt is not None and ckpt.exists():
         state, history = load_checkpoint(ckpt, state, meta)
+    mesh = data_mesh(devices, cfg.batch_size)
+    state = replicate(state, mesh)
 
     @eqx.filter_jit
     def epoch(state, epoch_index):
@@ -158,9 +166,9 @@ def fit(
 
         def step(state, xs):
             (p, o), (idx, step_key) = state, xs
-            batch = jax.tree.map(lambda x: x[idx], inputs)
+            batch, y = shard_batch((jax.tree.map(lambda x: x[idx], inputs), labels[idx]), mesh)
             (loss, correct), g = jax.value_and_grad(loss_and_correct, has_aux=True)(
-                p, batch, labels[idx], step_key
+                p, batch, y, step_key
             )
             updates, o = opt.update(g, o, p)
             return (optax.apply_updates(p, updates), o), (loss, correct)
