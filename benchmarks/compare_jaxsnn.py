@@ -1,0 +1,191 @@
+"""eventsnn against jaxsnn 0.3.0 on the 5-100-3 Yin-Yang network (BENCHMARKS.md, section 1).
+
+    python benchmarks/compare_jaxsnn.py --jaxsnn-python PATH/bin/python [--blocks 3]
+
+Installs nothing: the jaxsnn side runs in a subprocess with the given interpreter (a venv
+with ``pip install jaxsnn==0.3.0``, see benchmarks/README.md). Both sides run the same
+network (tau_mem 10 ms, tau_syn 5 ms, t_max 20 ms, single-spike LIF neurons, first-spike
+cross-entropy) on the same input points, batch 1, 64, 256, forward and forward+gradient
+with EventProp and the analytic method, and one training epoch (78 batches of 64, Adam,
+one scan in one jit). Blocks alternate between the sides; each figure is the best over
+blocks. The final JSON line's keys ending in ``_ratio`` are eventsnn / jaxsnn samples/s
+(epoch: jaxsnn's time / eventsnn's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _timing import best_time, emit, machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HIDDEN, TAU_MEM, TAU_SYN, T_MAX, T_LATE = 100, 10e-3, 5e-3, 20e-3, 15e-3
+BATCHES = (1, 64, 256)
+METHODS = {"eventprop": "eventprop", "analytic": "analytical"}  # ours -> jaxsnn's name
+
+
+def points(seed: int = 0, n: int = 78 * 64):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 2))
+    return np.concatenate([x, 1 - x, np.zeros((n, 1))], 1).astype(np.float32), rng.integers(
+        0, 3, n
+    )
+
+
+def eventsnn_side(values, labels) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from eventsnn import classify
+
+    out = {}
+    for method in METHODS:
+        cfg = classify.ClassifierConfig(
+            hidden=HIDDEN, grad=method, tau_mem=TAU_MEM, tau_syn=TAU_SYN, t_max=T_MAX
+        )
+        params = classify.init_params(jax.random.PRNGKey(0), cfg)
+        times = jnp.asarray(values * T_LATE)
+        spikes = classify.Spikes(times, jnp.broadcast_to(jnp.arange(5), times.shape))
+        y_all = jnp.asarray(labels)
+        fwd = jax.jit(lambda p, s, cfg=cfg: classify.outputs(p, s, cfg)[0])
+        loss = lambda p, s, y, cfg=cfg: classify.loss_and_correct(p, s, y, cfg)[0]  # noqa: E731
+        grad = jax.jit(jax.grad(loss))
+        for b in BATCHES:
+            s = jax.tree.map(lambda a, b=b: a[:b], spikes)
+            out[f"{method}_fwd_b{b}"] = b / best_time(fwd, params, s)
+            out[f"{method}_grad_b{b}"] = b / best_time(grad, params, s, y_all[:b])
+        opt = optax.adam(1e-3)
+        xs = jax.tree.map(lambda a: a.reshape((78, 64) + a.shape[1:]), spikes)
+        ys = y_all.reshape(78, 64)
+
+        @jax.jit
+        def epoch(p, o, xs=xs, ys=ys, loss=loss, opt=opt):
+            def step(carry, batch):
+                p, o = carry
+                g = jax.grad(loss)(p, *batch)
+                u, o = opt.update(g, o, p)
+                return (optax.apply_updates(p, u), o), None
+
+            return jax.lax.scan(step, (p, o), (xs, ys))[0]
+
+        out[f"{method}_epoch_s"] = best_time(
+            epoch, params, opt.init(params), repeats=3, min_seconds=0.0
+        )
+    return out
+
+
+JAXSNN_SIDE = r"""
+import json, sys, time
+from functools import partial
+import jax, jax.numpy as jnp, numpy as np, optax
+from jaxsnn.event.modules.lif.lif import LIFParameters
+from jaxsnn.event.encode import spatio_temporal_encode
+from jaxsnn.event.loss import first_spike
+from jaxsnn.event.modules import LIF, Linear, Source
+from jaxsnn.event.topology import Topology
+HIDDEN, TAU_MEM, TAU_SYN, T_MAX, T_LATE = 100, 10e-3, 5e-3, 20e-3, 15e-3
+data = np.load(sys.argv[1])
+values, labels = jnp.asarray(data["values"]), jnp.asarray(data["labels"])
+enc = jax.jit(jax.vmap(partial(spatio_temporal_encode, t_late=T_LATE, duplication=None,
+                               duplicate_neurons=False)))
+x = enc(values)
+
+def best(fn, *args, repeats=5, min_seconds=0.2):
+    jax.block_until_ready(fn(*args))
+    b = float("inf")
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            jax.block_until_ready(fn(*args)); n += 1
+            if time.perf_counter() - t0 >= min_seconds:
+                break
+        b = min(b, (time.perf_counter() - t0) / n)
+    return b
+
+out = {}
+for ours, theirs in (("eventprop", "eventprop"), ("analytic", "analytical")):
+    p = LIFParameters(v_reset=-1000.0, v_th=1.0, tau_syn=TAU_SYN, tau_mem=TAU_MEM)
+    b = Topology(t_max=T_MAX, backprop_method=theirs)
+    b.add({"inp": Source(5), "lif1": LIF(HIDDEN, HIDDEN + 25, p), "lif2": LIF(3, 103, p),
+           "syn1": Linear(mean=2.4, std=1.3, min_delay=0.0),
+           "syn2": Linear(mean=1.0, std=0.8, min_delay=0.0)})
+    b.connect([("inp", "syn1"), ("syn1", "lif1"), ("lif1", "syn2"), ("syn2", "lif2")])
+    init_fn, apply_fn = b.done()
+    w = init_fn(jax.random.PRNGKey(0))
+    def first(w, inp):
+        return jax.vmap(first_spike, in_axes=(0, None))(apply_fn({"inp": inp}, w)["lif2"], 3)
+    def loss(w, inp, y):
+        t = first(w, inp)
+        logits = -jnp.where(jnp.isfinite(t), t, T_MAX) / 5e-3
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    fwd, grad = jax.jit(first), jax.jit(jax.grad(loss))
+    for n in (1, 64, 256):
+        inp = jax.tree.map(lambda a: a[:n], x)
+        out[f"{ours}_fwd_b{n}"] = n / best(fwd, w, inp)
+        out[f"{ours}_grad_b{n}"] = n / best(grad, w, inp, labels[:n])
+    opt = optax.adam(1e-3)
+    xs = jax.tree.map(lambda a: a.reshape((78, 64) + a.shape[1:]), x)
+    ys = labels.reshape(78, 64)
+    @jax.jit
+    def epoch(w, o):
+        def step(carry, batch):
+            w, o = carry
+            g = jax.grad(loss)(w, *batch)
+            u, o = opt.update(g, o, w)
+            return (optax.apply_updates(w, u), o), None
+        return jax.lax.scan(step, (w, o), (xs, ys))[0]
+    out[f"{ours}_epoch_s"] = best(epoch, w, opt.init(w), repeats=3, min_seconds=0.0)
+out["jax"] = jax.__version__
+print(json.dumps(out))
+"""
+
+
+def jaxsnn_side(python: str, data_path: Path) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(JAXSNN_SIDE)
+    done = subprocess.run([python, f.name, str(data_path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the jaxsnn side failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jaxsnn-python", required=True, help="interpreter of a jaxsnn venv")
+    p.add_argument("--blocks", type=int, default=3, help="alternating blocks per side")
+    args = p.parse_args()
+    values, labels = points()
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = Path(tmp) / "data.npz"
+        np.savez(data_path, values=values, labels=labels)
+        for block in range(args.blocks):
+            ours.append(eventsnn_side(values, labels))
+            emit({"side": "eventsnn", "block": block, **ours[-1]})
+            theirs.append(jaxsnn_side(args.jaxsnn_python, data_path))
+            emit({"side": "jaxsnn", "block": block, **theirs[-1]})
+    final = {"benchmark": "compare_jaxsnn", "blocks": args.blocks}
+    for method in METHODS:
+        for kind in ("fwd", "grad"):
+            for b in BATCHES:
+                key = f"{method}_{kind}_b{b}"
+                e, j = max(r[key] for r in ours), max(r[key] for r in theirs)
+                final[f"eventsnn_{key}"], final[f"jaxsnn_{key}"] = e, j
+                final[f"{key}_ratio"] = e / j
+        e = min(r[f"{method}_epoch_s"] for r in ours)
+        j = min(r[f"{method}_epoch_s"] for r in theirs)
+        final[f"eventsnn_{method}_epoch_s"], final[f"jaxsnn_{method}_epoch_s"] = e, j
+        final[f"{method}_epoch_ratio"] = j / e
+    emit({**final, **machine()})
+
+
+if __name__ == "__main__":
+    main()
