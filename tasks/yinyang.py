@@ -28,6 +28,7 @@ CONFIGS = {
             hidden=120,
             w_hidden=(1.5, 1.0),
             w_out=(0.0, 1.0),
+            readout="mean",  # the max over time can die at V <= 0 (no gradient)
         ),
         TrainConfig(learning_rate=1e-2, epochs=200),
     ),

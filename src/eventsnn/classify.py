@@ -57,6 +57,7 @@ class ClassifierConfig:
     silent_push: float = 0.1  # weight of `silent_neuron_push` (per layer)
     w_hidden: tuple[float, float] = (1.2, 1.0)  # init mean, std of the parameters
     w_out: tuple[float, float] = (0.5, 0.5)
+    readout: str = "max"  # discrete engine: logits = max ("max") or mean ("mean") of V
     time_noise: float = 0.0  # std (s) of Gaussian jitter on input times during training
 
     def check(self) -> None:
@@ -141,7 +142,10 @@ def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
         )
         return res.output.first_times(cfg.n_classes), res
     res = simulate_discrete(net, inputs, dt=cfg.dt, t_max=cfg.t_max, li_readout=True)
-    return max_voltage(res.output_voltage), res
+    v = res.output_voltage  # [batch, steps, classes]
+    if cfg.readout == "mean":
+        return jnp.mean(v, axis=-2), res
+    return max_voltage(v), res
 
 
 def loss_and_correct(params, inputs: Spikes, labels, cfg: ClassifierConfig, key=None):
