@@ -6,7 +6,8 @@ Two engines share the architecture, data and training loop:
   neurons), prediction by the earliest output spike, loss = cross-entropy over ``-t/tau``
   plus an early-label regulariser. Gradients: EventProp or analytic (both exact).
 * ``discrete``: forward Euler at a fixed step with surrogate gradients; the readout is a
-  leaky integrator and its maximum voltage over time gives the logits.
+  leaky integrator and its maximum (or mean, ``readout="mean"``) voltage over time gives
+  the logits.
 
 Trainable parameters are ``(theta_hidden, theta_out)``, the weights in units of
 `weight_scales`; neuron parameters are fixed by the config.
