@@ -26,6 +26,10 @@ CONFIGS = {
             engine="discrete",
             grad="surrogate",
             hidden=120,
+            tau_mem=10e-3,
+            tau_syn=5e-3,
+            t_late=15e-3,
+            t_max=30e-3,  # 60 steps of 0.5 ms
             w_hidden=(1.5, 1.0),
             w_out=(0.0, 1.0),
             readout="mean",  # the max over time can die at V <= 0 (no gradient)

@@ -42,12 +42,12 @@ class ClassifierConfig:
     n_in: int = 5
     hidden: int = 200
     n_classes: int = 3
-    tau_mem: float = 10e-3
-    tau_syn: float = 5e-3
+    tau_mem: float = 12e-3
+    tau_syn: float = 6e-3
     v_th: float = 1.0
-    t_max: float = 30e-3
+    t_max: float = 28e-3
     t_early: float = 0.0
-    t_late: float = 15e-3
+    t_late: float = 14e-3
     bias_time: float = 0.0
     engine: str = "event"
     grad: str = "eventprop"  # eventprop | analytic (event), surrogate (discrete)
