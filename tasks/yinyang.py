@@ -3,8 +3,9 @@
     python -m tasks.yinyang [--engine event|discrete] [--grad eventprop|analytic|surrogate]
         [--seed S] [--epochs N] [--metrics PATH] [--plots DIR] [--checkpoint DIR] [--resume]
 
-Defaults: the event engine with EventProp, 5-200-3 time-to-first-spike network, 300 epochs
-(discrete: 5-120-3, 200 epochs).
+Defaults: the event engine with EventProp, a 5-200-3 time-to-first-spike network (tau_mem
+12 ms, tau_syn 6 ms, inputs in [0, 14 ms], t_max 28 ms), 300 epochs (discrete: 5-120-3 at
+10 ms / 5 ms over 60 steps of 0.5 ms, 200 epochs).
 The last line printed is the test accuracy; the last JSON line of --metrics holds it too.
 """
 
