@@ -158,8 +158,12 @@ def _emit(doc: dict, out: str | None) -> None:
     from .netfile import write_json_atomic
 
     if out is None:
-        json.dump(doc, sys.stdout)
-        sys.stdout.write("\n")
+        try:
+            json.dump(doc, sys.stdout)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader (e.g. `head`) stopped early: not an error
+            sys.stdout = None
     else:
         write_json_atomic(out, doc)
 
