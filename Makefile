@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The training tests run in a second process: after ~120 other tests in one process, an
+# XLA CPU compilation in them crashed (segfault, not reproduced alone; see the note).
 test: venv
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --ignore=tests/test_train.py
+	$(PY) -m pytest -m "not slow" -q tests/test_train.py
 
 test-all: venv
 	$(PY) -m pytest -q
