@@ -26,6 +26,25 @@ from ..neuron import du_dt, extremum_time, propagate
 SLOPE_FLOOR = 1e-6
 
 
+def bracket(u0, i0, theta, tau_mem, tau_syn, horizon):
+    """Whether ``u`` (starting below ``theta``) reaches it within ``[0, horizon]``, and a
+    bracket of the first crossing: ``(found, lo, hi, f(lo), f(hi))`` with
+    ``f = u - theta``, ``f(lo) < 0 <= f(hi)`` where found. Closed form, no iteration."""
+
+    def f(t):
+        return propagate(u0, i0, t, tau_mem, tau_syn)[0] - theta
+
+    t_e = jnp.clip(extremum_time(u0, i0, tau_mem, tau_syn), 0.0, horizon)
+    f_e, f_end = f(t_e), f(horizon)
+    rising = f_e >= 0
+    found = (rising | (f_end >= 0)) & (horizon >= 0)
+    lo = jnp.where(rising, 0.0, t_e)
+    hi = jnp.where(rising, t_e, horizon)
+    f_lo = jnp.where(rising, -theta + u0, f_e)
+    f_hi = jnp.where(rising, f_e, f_end)
+    return found, lo, hi, f_lo, f_hi
+
+
 class SpikeTimeSolver(eqx.Module):
     """Finds the first time in ``[0, horizon]`` at which ``u`` reaches ``theta`` from below.
 
@@ -55,17 +74,7 @@ class NewtonSolver(SpikeTimeSolver):
     max_steps: int = eqx.field(static=True, default=32)
 
     def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
-        def f(t):
-            return propagate(u0, i0, t, tau_mem, tau_syn)[0] - theta
-
-        t_e = jnp.clip(extremum_time(u0, i0, tau_mem, tau_syn), 0.0, horizon)
-        f_e, f_end = f(t_e), f(horizon)
-        rising = f_e >= 0
-        found = (rising | (f_end >= 0)) & (horizon >= 0)
-        lo = jnp.where(rising, 0.0, t_e)
-        hi = jnp.where(rising, t_e, horizon)
-        f_lo = jnp.where(rising, -theta + u0, f_e)
-        f_hi = jnp.where(rising, f_e, f_end)
+        found, lo, hi, f_lo, f_hi = bracket(u0, i0, theta, tau_mem, tau_syn, horizon)
         # Start from the secant point: already close for nearly linear stretches.
         width = hi - lo
         frac = jnp.where(

@@ -1,0 +1,493 @@
+"""Large recurrent networks with a synaptic delay: the exact windowed engine.
+
+With a delay ``d > 0`` nothing emitted in ``[T, T + d)`` reaches any neuron before
+``T + d``, so time is cut into windows of length ``d`` and every neuron is advanced
+through a window on its own, in parallel, from the arrivals already known: the spikes of
+the previous window shifted by ``d``. Spike times stay continuous and exact (the scheme of
+precise-spike-timing simulators, vectorised over neurons). One window:
+
+1. **Push** the previous window's spikes through the by-source synapse rows (in chunks of
+   the spikes there actually are) and scatter-add, per target, the exact end-of-window
+   effect of every arrival (closed form, superposition: without a spike the dynamics are
+   linear) and the sum of its excitatory weights.
+2. **Bound**: with ``I <= max(I0, 0) + (excitatory arrivals)`` over the window, ``V`` stays
+   below the exponential approach to ``v_leak + that``; a neuron whose bound stays under
+   threshold cannot spike, and its superposed end state is exact. The others are the
+   candidates.
+3. **Candidates** (in chunks): each pulls its own arrivals through its by-target synapse
+   row, sorts them (at most ``max_arrivals``), and runs its event sequence: closed-form
+   propagation to each arrival with a closed-form test for a crossing on the way; the
+   first crossing is solved by the safeguarded Newton method of the event core; after the
+   spike (reset, refractoriness) the sequence goes on from there.
+
+Work per window is proportional to the spikes, their synapses and the candidates, memory
+to neurons + synapses (+ the spike record). With ``d = 0`` the scheme does not apply and
+`simulate_windowed` refuses (the general event core, `eventsnn.simulate`, handles it).
+No external inputs: the population is driven by ``v_leak`` (tonic) and its own spikes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .._validate import check_values, is_concrete
+from ..network import Spikes
+from ..neuron import LIFParams, kernel, propagate
+from ..sparse import Synapses
+from .spike_time import NewtonSolver, bracket
+
+OVERFLOW_FIELDS = ("max_spikes", "max_arrivals", "spikes_per_window")
+
+
+class SparseNetwork(eqx.Module):
+    """One recurrent population of CuBa-LIF neurons with sparse synapses and one delay.
+
+    Attributes:
+        params: `LIFParams` of the ``n`` neurons (per neuron or broadcast).
+        synapses: `Synapses` from the population to itself (``n`` sources, ``n`` targets).
+        delay: synaptic delay (s) of every synapse, > 0 for the windowed engine (static).
+    """
+
+    params: LIFParams
+    synapses: Synapses
+    delay: float = eqx.field(static=True)
+
+    def __init__(self, synapses: Synapses, *, delay: float, dtype=None, **params):
+        """`params` are `LIFParams` fields (``tau_mem``, ``tau_syn``, ``v_th``, ``v_reset``,
+        ``v_leak``, ``t_refrac``), scalars or ``[n]``."""
+        n = synapses.n_targets
+        if synapses.n_sources != n:
+            raise ValueError(
+                f"synapses must connect the population to itself: {synapses.n_sources} "
+                f"sources but {n} targets."
+            )
+        if not (isinstance(delay, (int, float, np.floating)) and np.isfinite(delay)):
+            raise ValueError(f"delay must be a finite number of seconds, got {delay!r}.")
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}.")
+        self.params = LIFParams(n, dtype=dtype or synapses.weights.dtype, name="params", **params)
+        self.synapses = synapses
+        self.delay = float(delay)
+
+    @property
+    def size(self) -> int:
+        return self.synapses.n_targets
+
+
+class WindowedResult(eqx.Module):
+    """What `simulate_windowed` returns.
+
+    Attributes:
+        spikes: ``[max_spikes]`` spike record (times in s, neuron indices), in time order,
+            padded with ``inf`` / ``-1``.
+        count: spikes emitted in total (also those beyond the record).
+        spike_counts: ``[n]`` spikes per neuron (complete even when the record is full).
+        overflow: ``[3]`` flags, one per `OVERFLOW_FIELDS` entry: the record was full; a
+            candidate had more arrivals in one window than ``max_arrivals`` (its result is
+            wrong from there on); a neuron spiked more often in one window than
+            ``spikes_per_window`` (extra spikes are counted but not passed on).
+        v, i, refractory_until: ``[n]`` state at ``t_end``.
+    """
+
+    spikes: Spikes
+    count: Int[Array, ""]
+    spike_counts: Int[Array, " n"]
+    overflow: Bool[Array, " 3"]
+    v: Float[Array, " n"]
+    i: Float[Array, " n"]
+    refractory_until: Float[Array, " n"]
+
+    def raise_if_overflow(self) -> None:
+        """Raise RuntimeError naming the budget when one was exceeded (outside jit)."""
+        if not is_concrete(self.overflow):
+            return
+        over = np.asarray(self.overflow)
+        if over[0] and not over[1:].any():
+            raise RuntimeError(
+                f"the spike record is full: {int(self.count)} spikes were emitted but "
+                f"max_spikes={self.spikes.capacity}; spike_counts is still complete. "
+                f"Increase max_spikes to at least {int(self.count)}."
+            )
+        if over[1]:
+            raise RuntimeError(
+                "a neuron received more arrivals within one window than max_arrivals, so "
+                "its simulation is wrong from there on. Increase max_arrivals."
+            )
+        if over[2]:
+            raise RuntimeError(
+                "a neuron spiked more often within one window (one delay) than "
+                "spikes_per_window. Increase spikes_per_window."
+            )
+
+
+def _table(x, pad):
+    """Per-neuron array (or rows) with one padding entry at index n (gathers at n)."""
+    return jnp.concatenate([x, jnp.full((1,) + x.shape[1:], pad, x.dtype)])
+
+
+def _uniform(x):
+    """The common value of a concrete per-neuron array whose entries are all equal (a
+    scalar: cheaper than a gather per arrival), else None."""
+    if is_concrete(x) and x.size and bool(jnp.all(x == x[0])):
+        return x[0]
+    return None
+
+
+def _per(x, idx, pad=1.0):
+    """``x[idx]`` for per-neuron `x` (``idx == n`` allowed: padding), or its common value."""
+    common = _uniform(x)
+    return common if common is not None else _table(x, pad)[idx]
+
+
+def _sort_rows(t, w):
+    """Sort each row of ``[c, A]`` by time (stable): rank by pairwise comparison, A^2
+    elementwise work, far cheaper on CPU than a general sort for short rows."""
+    a = t.shape[1]
+    idx = jnp.arange(a)
+    before = (t[:, None, :] < t[:, :, None]) | (
+        (t[:, None, :] == t[:, :, None]) & (idx[None, :] < idx[:, None])
+    )
+    rank = jnp.sum(before, axis=2)
+    rows = jnp.arange(t.shape[0])[:, None]
+    return (
+        jnp.zeros_like(t).at[rows, rank].set(t),
+        jnp.zeros_like(w).at[rows, rank].set(w),
+    )
+
+
+def _pull_arrivals(net: SparseNetwork, cand, last_times, max_arrivals: int):
+    """Arrivals of the candidate neurons `cand` ``[c]`` in this window, sorted by time:
+    ``(times [c, A+1], weights [c, A+1], count [c])``; column A is padding (inf, 0)."""
+    syn = net.synapses
+    rows = jnp.minimum(cand, syn.n_targets)
+    src = _table(syn.sources, syn.n_sources)[rows]  # [c, K]
+    w_in = _table(syn.source_weights, 0.0)[rows]
+    times = last_times[src] + net.delay  # [c, K, P]
+    weights = jnp.broadcast_to(w_in[..., None], times.shape)
+    times, weights = times.reshape(cand.shape[0], -1), weights.reshape(cand.shape[0], -1)
+    real = jnp.isfinite(times)
+    count = jnp.sum(real, axis=1)
+    pos = jnp.where(real, jnp.cumsum(real, axis=1) - 1, max_arrivals)
+    pos = jnp.minimum(pos, max_arrivals)  # arrivals beyond the budget land in the dropped column
+    rows = jnp.arange(cand.shape[0])[:, None]
+    t = jnp.full((cand.shape[0], max_arrivals + 1), jnp.inf, times.dtype).at[rows, pos].set(times)
+    w = jnp.zeros((cand.shape[0], max_arrivals + 1), times.dtype).at[rows, pos].set(weights)
+    t_sorted, w_sorted = _sort_rows(t[:, :max_arrivals], w[:, :max_arrivals])
+    pad_t = jnp.full((cand.shape[0], 1), jnp.inf, times.dtype)
+    return (
+        jnp.concatenate([t_sorted, pad_t], axis=1),
+        jnp.concatenate([w_sorted, jnp.zeros_like(pad_t)], axis=1),
+        count,
+    )
+
+
+def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
+    """Exact event sequence of each candidate through the window ``[t, t_end_w)``.
+
+    `p`: parameters per candidate (dict of ``[c]`` or scalars); `state`: ``(u, i, r)`` at
+    the window start ``t`` (``u = V - v_leak``, ``r`` end of refractoriness). Returns the
+    state at ``t_end_w``, spike times ``[c, P]`` (inf padded), spike counts ``[c]`` and
+    whether some neuron spiked more than ``P`` times.
+    """
+    t0, u0, i0, r0 = state
+    at, aw, _ = arrivals
+    n_seg = at.shape[1]  # A arrivals + the closing segment
+    c = u0.shape[0]
+    theta = p["v_th"] - p["v_leak"]
+    u_reset = p["v_reset"] - p["v_leak"]
+    tm, ts = p["tau_mem"], p["tau_syn"]
+    solver = NewtonSolver()
+
+    def one_round(carry):
+        k, t, u, i, r, ptr, live, spk, nsp, extra = carry
+
+        def segment(seg, a):
+            t, u, i, found, fu, fi, ft, fh, fa = seg
+            t_hi = jnp.minimum(at[:, a], t_end_w)
+            act = live & (a >= ptr) & ~found
+            rs = jnp.minimum(jnp.maximum(r, t), t_hi)  # integration resumes here
+            i_rs = i * jnp.exp(-(rs - t) / ts)
+            h = t_hi - rs
+            free = r <= rs
+            crossing, *_ = bracket(jnp.minimum(u, theta), i_rs, theta, tm, ts, h)
+            hit = act & free & ((u >= theta) | crossing)
+            u_hi, i_hi = propagate(u, i_rs, h, tm, ts)
+            keep = act & ~hit
+            return (
+                jnp.where(keep, t_hi, t),
+                jnp.where(keep, u_hi, u),
+                jnp.where(keep, i_hi + aw[:, a], i),
+                found | hit,
+                jnp.where(hit, u, fu),
+                jnp.where(hit, i_rs, fi),
+                jnp.where(hit, rs, ft),
+                jnp.where(hit, h, fh),
+                jnp.where(hit, a.astype(fa.dtype), fa),
+            ), None
+
+        zeros = jnp.zeros_like(u)
+        init = (t, u, i, jnp.zeros(c, bool), zeros, zeros, zeros, zeros, ptr)
+        (t, u, i, found, fu, fi, ft, fh, fa), _ = jax.lax.scan(segment, init, jnp.arange(n_seg))
+        at_once = fu >= theta
+        dt = solver.root(jnp.where(at_once, theta - 1.0, fu), fi, theta, tm, ts, fh)
+        dt = jnp.where(at_once, 0.0, dt)
+        t_spike = ft + dt
+        fires = found & (t_spike < t_end_w)
+        # A crossing that rounds to the window's end is left to the next window (it starts
+        # at threshold there); this one just integrates to its end.
+        u_miss, i_miss = propagate(fu, fi, fh, tm, ts)
+        missed = found & ~fires
+        slot = jnp.minimum(nsp, spikes_per_window - 1)
+        record = fires & (nsp < spikes_per_window)
+        spk = spk.at[jnp.arange(c), slot].set(jnp.where(record, t_spike, spk[jnp.arange(c), slot]))
+        r_new = jnp.where(fires, t_spike + p["t_refrac"], r)
+        return (
+            k + 1,
+            jnp.where(fires, t_spike, jnp.where(missed, ft + fh, t)),
+            jnp.where(fires, u_reset, jnp.where(missed, u_miss, u)),
+            jnp.where(fires, fi * jnp.exp(-dt / ts), jnp.where(missed, i_miss, i)),
+            r_new,
+            jnp.where(fires, fa, ptr),
+            fires,
+            spk,
+            nsp + fires,
+            extra | jnp.any(fires & (nsp >= spikes_per_window)),
+        )
+
+    def more(carry):
+        k, *_, live, _, _, _ = carry
+        return jnp.any(live) & (k <= spikes_per_window)
+
+    spk0 = jnp.full((c, spikes_per_window), jnp.inf, u0.dtype)
+    carry = (
+        0,
+        jnp.broadcast_to(t0, u0.shape),
+        u0,
+        i0,
+        r0,
+        jnp.zeros(c, jnp.int32),
+        jnp.ones(c, bool),
+        spk0,
+        jnp.zeros(c, jnp.int32),
+        jnp.asarray(False),
+    )
+    _, t, u, i, r, ptr, live, spk, nsp, extra = jax.lax.while_loop(more, one_round, carry)
+    # Neurons whose last spike left them refractory past the window's end stopped early:
+    # V stays at v_reset, I decays and takes the remaining arrivals.
+    unfinished = t < t_end_w
+    later = (jnp.arange(n_seg)[None, :] >= ptr[:, None]) & (at <= t_end_w)
+    ts_col = ts[:, None] if jnp.ndim(ts) else ts
+    decay = jnp.exp(-(t_end_w - jnp.minimum(at, t_end_w)) / ts_col)
+    rest = jnp.sum(jnp.where(later, aw * decay, 0.0), axis=1)
+    i = jnp.where(unfinished, i * jnp.exp(-(t_end_w - t) / ts) + rest, i)
+    return (u, i, r), spk, nsp, extra | jnp.any(live)
+
+
+_PARAMS = ("tau_mem", "tau_syn", "v_th", "v_reset", "v_leak", "t_refrac")
+
+
+def _window(net: SparseNetwork, budgets, carry, w):
+    """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
+    t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand = budgets
+    p, syn, d, n = net.params, net.synapses, net.delay, net.size
+    v, i, r, last_times, buf_src, buf_t, n_buf, rec_t, rec_i, count, counts, over = carry
+    dtype = v.dtype
+    t0 = (w * d).astype(dtype)
+    t1 = jnp.minimum(t0 + d, t_end).astype(dtype)
+    tm, ts = p.tau_mem, p.tau_syn
+
+    # 1. Push last window's spikes: exact end-of-window effect of each arrival, by target.
+    r_table = _table(jnp.minimum(jnp.maximum(r, t0), t1), t1)
+    tgt_rows = jnp.concatenate([syn.targets, jnp.full_like(syn.targets[:1], n)])
+    w_rows = jnp.concatenate([syn.weights, jnp.zeros_like(syn.weights[:1])])
+
+    def push(k, acc):
+        at = jax.lax.dynamic_slice(buf_t, (k * b_spk,), (b_spk,))
+        src = jax.lax.dynamic_slice(buf_src, (k * b_spk,), (b_spk,))
+        real = k * b_spk + jnp.arange(b_spk) < n_buf
+        src = jnp.where(real, src, n)
+        tgt, wt = tgt_rows[src], w_rows[src]  # [b, D]
+        ta = jnp.broadcast_to(jnp.where(real, at, t1)[:, None] + d, tgt.shape)
+        wt = jnp.where(ta <= t1, wt, 0.0)  # past t_end (last window only)
+        ta = jnp.minimum(ta, t1)
+        tm_a, ts_a = _per(tm, tgt), _per(ts, tgt)
+        c_i = wt * jnp.exp(-(t1 - ta) / ts_a)
+        before_rest = ta <= r_table[tgt]  # lands while V is held: only I(rest end) sees it
+        c_u = jnp.where(before_rest, 0.0, wt * kernel(t1 - ta, tm_a, ts_a))
+        parts = jnp.stack(
+            [c_i, jnp.where(before_rest, c_i, 0.0), c_u, jnp.maximum(wt, 0.0)], axis=-1
+        )
+        return acc.at[tgt].add(parts)
+
+    n_chunks = (n_buf + b_spk - 1) // b_spk
+    acc = jax.lax.fori_loop(0, n_chunks, push, jnp.zeros((n + 1, 4), dtype))[:n]
+
+    # 2. Superposed end state (exact for neurons that do not spike) and the spike bound.
+    u0 = v - p.v_leak
+    rest_end = r_table[:n]
+    i_rest = i * jnp.exp(-(rest_end - t0) / ts)
+    u_end = (
+        u0 * jnp.exp(-(t1 - rest_end) / tm)
+        + (i_rest + acc[:, 1] * jnp.exp((t1 - rest_end) / ts)) * kernel(t1 - rest_end, tm, ts)
+        + acc[:, 2]
+    )
+    i_up = jnp.maximum(i, 0.0) + acc[:, 3]
+    bound = jnp.maximum(u0, i_up + (u0 - i_up) * jnp.exp(-(t1 - t0) / tm))
+    cand = bound >= p.v_th - p.v_leak
+    v_new = p.v_leak + u_end
+    i_new = i * jnp.exp(-(t1 - t0) / ts) + acc[:, 0]
+
+    # 3. Candidates: their own event sequences, in chunks.
+    cand_idx = jnp.nonzero(cand, size=n, fill_value=n)[0]
+    cand_idx = jnp.concatenate([cand_idx, jnp.full((b_cand,), n, cand_idx.dtype)])
+    last_table = _table(last_times, jnp.inf)
+    v_ext, i_ext, r_ext = _table(v, 0.0), _table(i, 0.0), _table(r, -jnp.inf)
+
+    def run_chunk(k, st):
+        v_new, i_new, r_new, last_new, src_new, t_new, n_new, rec_t, rec_i, count, counts, over = (
+            st
+        )
+        c = jax.lax.dynamic_slice(cand_idx, (k * b_cand,), (b_cand,))
+        arrivals = _pull_arrivals(net, c, last_table, n_arr)
+        pc = {f: _per(getattr(p, f), c) for f in _PARAMS}
+        state = (t0, v_ext[c] - pc["v_leak"], i_ext[c], r_ext[c])
+        (u_c, i_c, r_c), spk, nsp, extra = _run_candidates(pc, state, arrivals, t1, n_per)
+        v_new = v_new.at[c].set(pc["v_leak"] + u_c, mode="drop")
+        i_new = i_new.at[c].set(i_c, mode="drop")
+        r_new = r_new.at[c].set(r_c, mode="drop")
+        last_new = last_new.at[c].set(spk, mode="drop")
+        flat_t = spk.reshape(-1)
+        flat_i = jnp.repeat(c, n_per)
+        real = jnp.isfinite(flat_t)
+        order = jnp.cumsum(real) - 1
+        big = jnp.iinfo(jnp.int32).max
+        at_buf = jnp.where(real, n_new + order, big)
+        src_new = src_new.at[at_buf].set(flat_i.astype(jnp.int32), mode="drop")
+        t_new = t_new.at[at_buf].set(flat_t, mode="drop")
+        at_rec = jnp.where(real, count + order, big)
+        rec_t = rec_t.at[at_rec].set(flat_t, mode="drop")
+        rec_i = rec_i.at[at_rec].set(flat_i.astype(jnp.int32), mode="drop")
+        counts = counts.at[c].add(nsp, mode="drop")
+        n_real = jnp.sum(real).astype(jnp.int32)
+        over = over | jnp.stack([False, jnp.any(arrivals[2] > n_arr), extra])
+        return (
+            v_new, i_new, r_new, last_new, src_new, t_new, n_new + n_real,
+            rec_t, rec_i, count + jnp.sum(nsp).astype(count.dtype), counts, over,
+        )  # fmt: skip
+
+    n_cand_chunks = (jnp.sum(cand) + b_cand - 1) // b_cand
+    st = (
+        v_new, i_new, r, jnp.full_like(last_times, jnp.inf),
+        buf_src, buf_t, jnp.asarray(0, jnp.int32), rec_t, rec_i, count, counts, over,
+    )  # fmt: skip
+    st = jax.lax.fori_loop(0, n_cand_chunks, run_chunk, st)
+    v_new, i_new, r_new, last_new, src_new, t_new, n_new, rec_t, rec_i, count, counts, over = st
+    return (
+        v_new, i_new, r_new, last_new, src_new, t_new, n_new,
+        rec_t, rec_i, count, counts, over,
+    ), None  # fmt: skip
+
+
+@eqx.filter_jit
+def _simulate(net: SparseNetwork, budgets):
+    t_end, max_spikes, _, n_per, b_spk, _ = budgets
+    n, d = net.size, net.delay
+    dtype = net.synapses.weights.dtype
+    n_windows = math.ceil(t_end / d - 1e-12)
+    cap = n * n_per + b_spk  # every neuron at its limit, plus one chunk of padding
+    carry = (
+        net.params.v_leak.astype(dtype),
+        jnp.zeros(n, dtype),
+        jnp.full(n, -jnp.inf, dtype),
+        jnp.full((n, n_per), jnp.inf, dtype),
+        jnp.full(cap, n, jnp.int32),
+        jnp.full(cap, jnp.inf, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.full(max_spikes, jnp.inf, dtype),
+        jnp.full(max_spikes, -1, jnp.int32),
+        jnp.asarray(0, jnp.int32),
+        jnp.zeros(n, jnp.int32),
+        jnp.zeros(3, bool),
+    )
+
+    # The buffer of spikes read by a window is the one the previous window wrote.
+    def step(carry, w):
+        new, _ = _window(net, budgets, carry, w)
+        return new, None
+
+    carry, _ = jax.lax.scan(step, carry, jnp.arange(n_windows))
+    v, i, r, _, _, _, _, rec_t, rec_i, count, counts, over = carry
+    rec_t, rec_i = jax.lax.sort((rec_t, rec_i), num_keys=2)
+    over = over.at[0].set(count > max_spikes)
+    return WindowedResult(Spikes(rec_t, rec_i), count, counts, over, v, i, r)
+
+
+def simulate_windowed(
+    net: SparseNetwork,
+    t_end: float,
+    *,
+    max_spikes: int,
+    max_arrivals: int = 16,
+    spikes_per_window: int | None = None,
+    spike_chunk: int = 256,
+    candidate_chunk: int = 1024,
+    check_overflow: bool = True,
+) -> WindowedResult:
+    """Simulate a sparse recurrent network with a synaptic delay exactly, window by window.
+
+    Args:
+        net: the `SparseNetwork`; its ``delay`` must be > 0.
+        t_end: simulated time (s); spikes in ``[0, t_end)`` are returned.
+        max_spikes: size of the spike record (``spike_counts`` is complete regardless).
+        max_arrivals: most arrivals one neuron may receive within one window while it is
+            near threshold (a candidate); more is reported as overflow.
+        spikes_per_window: most spikes of one neuron within one window; default
+            ``floor(delay / min t_refrac) + 1`` (exact bound), or 4 without refractoriness.
+        spike_chunk, candidate_chunk: work sizes of the inner loops (speed only).
+        check_overflow: raise RuntimeError when a budget was exceeded.
+
+    Returns:
+        A `WindowedResult` (float dtype of the synapse weights).
+    """
+    if net.delay <= 0:
+        raise ValueError(
+            "the windowed engine needs a synaptic delay > 0: with delay 0 a spike can act "
+            "at once and the network must be simulated one event at a time. Set "
+            "SparseNetwork(delay=...) > 0, or use eventsnn.simulate (the general event core) "
+            "with the dense weights (Synapses.to_dense())."
+        )
+    if not (isinstance(t_end, (int, float, np.floating)) and np.isfinite(t_end) and t_end > 0):
+        raise ValueError(f"t_end must be a finite positive number of seconds, got {t_end!r}.")
+    for name, value in (
+        ("max_spikes", max_spikes),
+        ("max_arrivals", max_arrivals),
+        ("spike_chunk", spike_chunk),
+        ("candidate_chunk", candidate_chunk),
+    ):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    check_values(
+        "params.v_leak", net.params.v_leak, jnp.isfinite(net.params.v_leak), "must be finite"
+    )
+    if spikes_per_window is None:
+        t_ref = net.params.t_refrac
+        shortest = float(jnp.min(t_ref)) if is_concrete(t_ref) else 0.0
+        spikes_per_window = int(net.delay // shortest) + 1 if shortest > 0 else 4
+    budgets = (
+        float(t_end),
+        int(max_spikes),
+        int(max_arrivals),
+        int(spikes_per_window),
+        int(min(spike_chunk, net.size * spikes_per_window)),
+        int(min(candidate_chunk, net.size)),
+    )
+    result = _simulate(net, budgets)
+    if check_overflow:
+        result.raise_if_overflow()
+    return result
