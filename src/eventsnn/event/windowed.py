@@ -196,7 +196,7 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
     whether some neuron spiked more than ``P`` times.
     """
     t0, u0, i0, r0 = state
-    at, aw, _ = arrivals
+    at, aw, count = arrivals
     n_seg = at.shape[1]  # A arrivals + the closing segment
     c = u0.shape[0]
     theta = p["v_th"] - p["v_leak"]
@@ -233,7 +233,11 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
 
         zeros = jnp.zeros_like(u)
         init = (t, u, i, jnp.zeros(c, bool), zeros, zeros, zeros, zeros, ptr)
-        (t, u, i, found, fu, fi, ft, fh, fa), _ = jax.lax.scan(segment, init, jnp.arange(n_seg))
+        # Segments after the last arrival of every neuron are empty: stop there.
+        n_used = jnp.minimum(jnp.max(jnp.where(live, count, 0)), n_seg - 1) + 1
+        (t, u, i, found, fu, fi, ft, fh, fa) = jax.lax.fori_loop(
+            0, n_used, lambda a, seg: segment(seg, a)[0], init
+        )
         at_once = fu >= theta
         dt = solver.root(jnp.where(at_once, theta - 1.0, fu), fi, theta, tm, ts, fh)
         dt = jnp.where(at_once, 0.0, dt)
@@ -338,7 +342,8 @@ def _window(net: SparseNetwork, budgets, carry, w):
         + acc[:, 2]
     )
     i_up = jnp.maximum(i, 0.0) + acc[:, 3]
-    bound = jnp.maximum(u0, i_up + (u0 - i_up) * jnp.exp(-(t1 - t0) / tm))
+    # V is held until its refractory period ends, then approaches v_leak + i_up at most.
+    bound = jnp.maximum(u0, i_up + (u0 - i_up) * jnp.exp(-(t1 - rest_end) / tm))
     cand = bound >= p.v_th - p.v_leak
     v_new = p.v_leak + u_end
     i_new = i * jnp.exp(-(t1 - t0) / ts) + acc[:, 0]
@@ -433,10 +438,10 @@ def simulate_windowed(
     t_end: float,
     *,
     max_spikes: int,
-    max_arrivals: int = 16,
+    max_arrivals: int = 32,
     spikes_per_window: int | None = None,
     spike_chunk: int = 256,
-    candidate_chunk: int = 1024,
+    candidate_chunk: int = 128,
     check_overflow: bool = True,
 ) -> WindowedResult:
     """Simulate a sparse recurrent network with a synaptic delay exactly, window by window.
