@@ -25,11 +25,16 @@ from .event.simulate import simulate as simulate
 from .event.spike_time import NewtonSolver as NewtonSolver
 from .event.spike_time import QuadraticSolver as QuadraticSolver
 from .event.spike_time import SpikeTimeSolver as SpikeTimeSolver
+from .event.windowed import SparseNetwork as SparseNetwork
+from .event.windowed import WindowedResult as WindowedResult
+from .event.windowed import simulate_windowed as simulate_windowed
 from .loss import linear_spike_time_loss as linear_spike_time_loss
 from .network import Layer as Layer
 from .network import Network as Network
 from .network import Spikes as Spikes
 from .network import dense_layer as dense_layer
 from .neuron import LIFParams as LIFParams
+from .sparse import Synapses as Synapses
+from .sparse import balanced_ei as balanced_ei
 
 __version__ = "0.1.0"

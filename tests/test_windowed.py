@@ -1,0 +1,157 @@
+"""The windowed engine for sparse delayed networks against the general event core.
+
+Both engines simulate the same network (the event core with the dense weights of the
+sparse synapses); they must emit the same spikes: same count per neuron, times within
+1e-9 s in float64. Networks mix excitation and inhibition, tonic drive (``v_leak`` above
+threshold) and silent neurons, leak, reset below rest, refractoriness shorter and longer
+than the delay (several spikes of one neuron in one window).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+
+import eventsnn as es
+from eventsnn.sparse import Synapses, balanced_ei
+
+NO_INPUT = es.Spikes(jnp.array([jnp.inf]), jnp.array([0]))
+
+
+def random_network(seed, n, k, delay, t_refrac, ratio=4.0, v_reset=0.0):
+    rng = np.random.default_rng(seed)
+    sources = np.stack([rng.choice(n, k, replace=False) for _ in range(n)])
+    weights = np.where(rng.random((n, k)) < 0.8, rng.uniform(0.1, 0.4, (n, k)), -1.0)
+    params = dict(
+        tau_mem=20e-3,
+        tau_syn=20e-3 / ratio,
+        v_th=1.0,
+        v_reset=v_reset,
+        v_leak=rng.uniform(0.8, 1.4, n),  # some neurons only fire when driven
+        t_refrac=t_refrac,
+    )
+    syn = Synapses.from_in_degree(sources, weights, n, dtype=jnp.float64)
+    return syn, params
+
+
+def assert_same_spikes(syn, params, delay, t_end, spikes_per_window=None):
+    n = syn.n_targets
+    net = es.SparseNetwork(syn, delay=delay, **params)
+    got = es.simulate_windowed(
+        net, t_end, max_spikes=20 * n, spikes_per_window=spikes_per_window, candidate_chunk=16
+    )
+    layer = es.dense_layer(
+        jnp.zeros((1, n)), recurrent_weights=syn.to_dense(), delay=delay, **params
+    )
+    ref = es.simulate(es.Network([layer]), NO_INPUT, t_max=t_end, max_spikes=20 * n)
+    a_t, a_i = np.asarray(got.spikes.times), np.asarray(got.spikes.indices)
+    b_t, b_i = np.asarray(ref.output.times), np.asarray(ref.output.indices)
+    assert int(got.count) == int(ref.counts[0]) > 0
+    np.testing.assert_array_equal(
+        np.asarray(got.spike_counts), np.bincount(b_i[b_i >= 0], minlength=n)
+    )
+    for j in range(n):
+        np.testing.assert_allclose(
+            np.sort(a_t[a_i == j]),
+            np.sort(b_t[b_i == j]),
+            rtol=0,
+            atol=1e-9,
+            err_msg=f"neuron {j}",
+        )
+    return got
+
+
+def test_matches_event_core_refractory_longer_than_delay():
+    syn, params = random_network(0, 300, 20, 1e-3, t_refrac=2e-3)
+    got = assert_same_spikes(syn, params, 1e-3, 0.08)
+    assert int(got.count) > 300  # a real workload: most neurons fire repeatedly
+
+
+def test_matches_event_core_several_spikes_per_window():
+    # t_refrac 0.4 ms < delay 1 ms: up to three spikes of one neuron per window.
+    syn, params = random_network(1, 120, 12, 1e-3, t_refrac=0.4e-3, v_reset=-0.2)
+    params["v_leak"] = np.full(120, 1.6)  # fast tonic firing
+    assert_same_spikes(syn, params, 1e-3, 0.04)
+
+
+@settings(max_examples=6)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    delay=st.sampled_from([0.5e-3, 2e-3]),
+    ratio=st.sampled_from([1.0, 2.0, 3.7]),
+    t_refrac=st.sampled_from([1e-3, 3e-3]),
+)
+def test_random_networks(seed, delay, ratio, t_refrac):
+    note(f"seed={seed} delay={delay} ratio={ratio} t_refrac={t_refrac}")
+    syn, params = random_network(seed, 48, 8, delay, t_refrac, ratio=ratio)
+    assert_same_spikes(syn, params, delay, 0.05, spikes_per_window=3)
+
+
+def test_zero_delay_is_refused():
+    syn, params = random_network(0, 20, 4, 0.0, 1e-3)
+    net = es.SparseNetwork(syn, delay=0.0, **params)
+    with pytest.raises(ValueError, match="delay > 0"):
+        es.simulate_windowed(net, 0.01, max_spikes=10)
+
+
+def test_overflow_is_reported():
+    syn, params = random_network(0, 60, 6, 1e-3, 2e-3)
+    net = es.SparseNetwork(syn, delay=1e-3, **params)
+    res = es.simulate_windowed(net, 0.05, max_spikes=5, check_overflow=False)
+    assert bool(res.overflow[0]) and int(res.count) > 5
+    assert int(np.sum(res.spike_counts)) == int(res.count)  # counts stay complete
+    with pytest.raises(RuntimeError, match="max_spikes"):
+        res.raise_if_overflow()
+    with pytest.raises(RuntimeError, match="max_arrivals"):
+        es.simulate_windowed(net, 0.05, max_spikes=1000, max_arrivals=1)
+
+
+def test_synapse_layouts_agree():
+    rng = np.random.default_rng(3)
+    dense = np.where(rng.random((7, 5)) < 0.4, rng.normal(size=(7, 5)), 0.0)
+    by_dense = Synapses.from_dense(dense)
+    rows, cols = np.nonzero(dense)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=7))])
+    by_csr = Synapses.from_csr(indptr, cols, dense[rows, cols], 5)
+    np.testing.assert_allclose(by_dense.to_dense(), dense)
+    np.testing.assert_allclose(by_csr.to_dense(), dense)
+    # The by-target rows hold the same synapses.
+    pulled = np.zeros((8, 5))
+    for j in range(5):
+        np.add.at(
+            pulled[:, j], np.asarray(by_csr.sources[j]), np.asarray(by_csr.source_weights[j])
+        )
+    np.testing.assert_allclose(pulled[:7], dense)
+    # A repeated pair is one synapse with the summed weight.
+    twice = Synapses.from_csr([0, 2], [1, 1], [0.5, 0.25], 3)
+    assert twice.n_synapses == 1
+    np.testing.assert_allclose(twice.to_dense(), [[0.0, 0.75, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "call, field",
+    [
+        (lambda: Synapses.from_csr([0, 2], [0, 5], 1.0, 3), "indices"),
+        (lambda: Synapses.from_csr([0, 3], [0, 1], 1.0, 3), "indices must have shape"),
+        (lambda: Synapses.from_csr([1, 2], [0], 1.0, 3), "indptr"),
+        (lambda: Synapses.from_in_degree([[0, 9]], 1.0, 3), "sources"),
+        (lambda: Synapses.from_dense([[0.0, np.nan]]), "weights"),
+    ],
+)
+def test_bad_synapses(call, field):
+    with pytest.raises(ValueError, match=field):
+        call()
+
+
+def test_balanced_ei_follows_the_workload():
+    sources, weights, v_leak = balanced_ei(500, seed=1)
+    n_e = 400
+    assert sources.shape == (500, 100) and v_leak.min() >= 1.05 and v_leak.max() <= 1.5
+    for j in range(500):
+        e, i = sources[j, :80], sources[j, 80:]
+        assert len(set(e)) == 80 and len(set(i)) == 20 and j not in sources[j]
+        assert e.max() < n_e and i.min() >= n_e
+    assert set(np.unique(weights)) == {0.2, -0.8}
