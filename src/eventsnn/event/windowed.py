@@ -43,6 +43,7 @@ from ..sparse import Synapses
 from .spike_time import NewtonSolver, bracket
 
 OVERFLOW_FIELDS = ("max_spikes", "max_arrivals", "spikes_per_window")
+_PARAMS = ("tau_mem", "tau_syn", "v_th", "v_reset", "v_leak", "t_refrac")
 
 
 class SparseNetwork(eqx.Module):
@@ -131,17 +132,19 @@ def _table(x, pad):
     return jnp.concatenate([x, jnp.full((1,) + x.shape[1:], pad, x.dtype)])
 
 
-def _uniform(x):
-    """The common value of a concrete per-neuron array whose entries are all equal (a
-    scalar: cheaper than a gather per arrival), else None."""
-    if is_concrete(x) and x.size and bool(jnp.all(x == x[0])):
-        return x[0]
-    return None
+def _uniform_values(params: LIFParams) -> tuple:
+    """``((field, value), ...)`` for each parameter whose concrete entries are all equal
+    (value None otherwise): a static scalar is cheaper than a gather per arrival."""
+    out = []
+    for f in _PARAMS:
+        x = getattr(params, f)
+        same = is_concrete(x) and x.size and bool(np.all(np.asarray(x) == np.asarray(x)[0]))
+        out.append((f, float(np.asarray(x)[0]) if same else None))
+    return tuple(out)
 
 
-def _per(x, idx, pad=1.0):
-    """``x[idx]`` for per-neuron `x` (``idx == n`` allowed: padding), or its common value."""
-    common = _uniform(x)
+def _per(x, idx, common, pad=1.0):
+    """``x[idx]`` for per-neuron `x` (``idx == n`` allowed: padding), or `common` if set."""
     return common if common is not None else _table(x, pad)[idx]
 
 
@@ -165,9 +168,10 @@ def _pull_arrivals(net: SparseNetwork, cand, last_times, max_arrivals: int):
     """Arrivals of the candidate neurons `cand` ``[c]`` in this window, sorted by time:
     ``(times [c, A+1], weights [c, A+1], count [c])``; column A is padding (inf, 0)."""
     syn = net.synapses
-    rows = jnp.minimum(cand, syn.n_targets)
-    src = _table(syn.sources, syn.n_sources)[rows]  # [c, K]
-    w_in = _table(syn.source_weights, 0.0)[rows]
+    real = cand < syn.n_targets  # padding candidates read row 0, masked
+    rows = jnp.where(real, cand, 0)
+    src = jnp.where(real[:, None], syn.sources[rows], syn.n_sources)  # [c, K]
+    w_in = syn.source_weights[rows]
     times = last_times[src] + net.delay  # [c, K, P]
     weights = jnp.broadcast_to(w_in[..., None], times.shape)
     times, weights = times.reshape(cand.shape[0], -1), weights.reshape(cand.shape[0], -1)
@@ -293,12 +297,11 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
     return (u, i, r), spk, nsp, extra | jnp.any(live)
 
 
-_PARAMS = ("tau_mem", "tau_syn", "v_th", "v_reset", "v_leak", "t_refrac")
-
 
 def _window(net: SparseNetwork, budgets, carry, w):
     """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
-    t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand = budgets
+    t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand, uniform = budgets
+    uniform = dict(uniform)
     p, syn, d, n = net.params, net.synapses, net.delay, net.size
     v, i, r, last_times, buf_src, buf_t, n_buf, rec_t, rec_i, count, counts, over = carry
     dtype = v.dtype
@@ -308,19 +311,20 @@ def _window(net: SparseNetwork, budgets, carry, w):
 
     # 1. Push last window's spikes: exact end-of-window effect of each arrival, by target.
     r_table = _table(jnp.minimum(jnp.maximum(r, t0), t1), t1)
-    tgt_rows = jnp.concatenate([syn.targets, jnp.full_like(syn.targets[:1], n)])
-    w_rows = jnp.concatenate([syn.weights, jnp.zeros_like(syn.weights[:1])])
 
     def push(k, acc):
         at = jax.lax.dynamic_slice(buf_t, (k * b_spk,), (b_spk,))
         src = jax.lax.dynamic_slice(buf_src, (k * b_spk,), (b_spk,))
         real = k * b_spk + jnp.arange(b_spk) < n_buf
-        src = jnp.where(real, src, n)
-        tgt, wt = tgt_rows[src], w_rows[src]  # [b, D]
+        # Padding entries read row 0 and are masked (no padded copy of the synapse table).
+        src = jnp.where(real, src, 0)
+        tgt = jnp.where(real[:, None], syn.targets[src], n)  # [b, D]
+        wt = jnp.where(real[:, None], syn.weights[src], 0.0)
         ta = jnp.broadcast_to(jnp.where(real, at, t1)[:, None] + d, tgt.shape)
         wt = jnp.where(ta <= t1, wt, 0.0)  # past t_end (last window only)
         ta = jnp.minimum(ta, t1)
-        tm_a, ts_a = _per(tm, tgt), _per(ts, tgt)
+        tm_a = _per(tm, tgt, uniform["tau_mem"])
+        ts_a = _per(ts, tgt, uniform["tau_syn"])
         c_i = wt * jnp.exp(-(t1 - ta) / ts_a)
         before_rest = ta <= r_table[tgt]  # lands while V is held: only I(rest end) sees it
         c_u = jnp.where(before_rest, 0.0, wt * kernel(t1 - ta, tm_a, ts_a))
@@ -360,7 +364,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
         )
         c = jax.lax.dynamic_slice(cand_idx, (k * b_cand,), (b_cand,))
         arrivals = _pull_arrivals(net, c, last_table, n_arr)
-        pc = {f: _per(getattr(p, f), c) for f in _PARAMS}
+        pc = {f: _per(getattr(p, f), c, uniform[f]) for f in _PARAMS}
         state = (t0, v_ext[c] - pc["v_leak"], i_ext[c], r_ext[c])
         (u_c, i_c, r_c), spk, nsp, extra = _run_candidates(pc, state, arrivals, t1, n_per)
         v_new = v_new.at[c].set(pc["v_leak"] + u_c, mode="drop")
@@ -375,9 +379,6 @@ def _window(net: SparseNetwork, budgets, carry, w):
         at_buf = jnp.where(real, n_new + order, big)
         src_new = src_new.at[at_buf].set(flat_i.astype(jnp.int32), mode="drop")
         t_new = t_new.at[at_buf].set(flat_t, mode="drop")
-        at_rec = jnp.where(real, count + order, big)
-        rec_t = rec_t.at[at_rec].set(flat_t, mode="drop")
-        rec_i = rec_i.at[at_rec].set(flat_i.astype(jnp.int32), mode="drop")
         counts = counts.at[c].add(nsp, mode="drop")
         n_real = jnp.sum(real).astype(jnp.int32)
         over = over | jnp.stack([False, jnp.any(arrivals[2] > n_arr), extra])
@@ -392,7 +393,26 @@ def _window(net: SparseNetwork, budgets, carry, w):
         buf_src, buf_t, jnp.asarray(0, jnp.int32), rec_t, rec_i, count, counts, over,
     )  # fmt: skip
     st = jax.lax.fori_loop(0, n_cand_chunks, run_chunk, st)
-    v_new, i_new, r_new, last_new, src_new, t_new, n_new, rec_t, rec_i, count, counts, over = st
+    v_new, i_new, r_new, last_new, src_new, t_new, n_new, rec_t, rec_i, count_new, counts, over = (
+        st
+    )
+
+    # 4. Append the window's spikes to the record, a block at a time (in place; the record
+    # has one block of slack at its end).
+    def write(k, rec):
+        rec_t, rec_i = rec
+        real = k * b_spk + jnp.arange(b_spk) < n_new
+        blk_t = jnp.where(real, jax.lax.dynamic_slice(t_new, (k * b_spk,), (b_spk,)), jnp.inf)
+        blk_i = jnp.where(real, jax.lax.dynamic_slice(src_new, (k * b_spk,), (b_spk,)), -1)
+        at = (count + k * b_spk,)
+        return (
+            jax.lax.dynamic_update_slice(rec_t, blk_t, at),
+            jax.lax.dynamic_update_slice(rec_i, blk_i, at),
+        )
+
+    n_blocks = jnp.where(count < n_spikes_max, (n_new + b_spk - 1) // b_spk, 0)
+    rec_t, rec_i = jax.lax.fori_loop(0, n_blocks, write, (rec_t, rec_i))
+    count = count_new
     return (
         v_new, i_new, r_new, last_new, src_new, t_new, n_new,
         rec_t, rec_i, count, counts, over,
@@ -401,7 +421,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
 
 @eqx.filter_jit
 def _simulate(net: SparseNetwork, budgets):
-    t_end, max_spikes, _, n_per, b_spk, _ = budgets
+    t_end, max_spikes, _, n_per, b_spk, _, _ = budgets
     n, d = net.size, net.delay
     dtype = net.synapses.weights.dtype
     n_windows = math.ceil(t_end / d - 1e-12)
@@ -414,8 +434,8 @@ def _simulate(net: SparseNetwork, budgets):
         jnp.full(cap, n, jnp.int32),
         jnp.full(cap, jnp.inf, dtype),
         jnp.asarray(0, jnp.int32),
-        jnp.full(max_spikes, jnp.inf, dtype),
-        jnp.full(max_spikes, -1, jnp.int32),
+        jnp.full(max_spikes + b_spk, jnp.inf, dtype),
+        jnp.full(max_spikes + b_spk, -1, jnp.int32),
         jnp.asarray(0, jnp.int32),
         jnp.zeros(n, jnp.int32),
         jnp.zeros(3, bool),
@@ -428,7 +448,7 @@ def _simulate(net: SparseNetwork, budgets):
 
     carry, _ = jax.lax.scan(step, carry, jnp.arange(n_windows))
     v, i, r, _, _, _, _, rec_t, rec_i, count, counts, over = carry
-    rec_t, rec_i = jax.lax.sort((rec_t, rec_i), num_keys=2)
+    rec_t, rec_i = jax.lax.sort((rec_t[:max_spikes], rec_i[:max_spikes]), num_keys=2)
     over = over.at[0].set(count > max_spikes)
     return WindowedResult(Spikes(rec_t, rec_i), count, counts, over, v, i, r)
 
@@ -491,6 +511,7 @@ def simulate_windowed(
         int(spikes_per_window),
         int(min(spike_chunk, net.size * spikes_per_window)),
         int(min(candidate_chunk, net.size)),
+        _uniform_values(net.params),
     )
     result = _simulate(net, budgets)
     if check_overflow:
