@@ -32,6 +32,12 @@ def main():
     p.add_argument("--software-epochs", type=int, default=SOFTWARE.epochs)
     p.add_argument("--epochs", type=int, default=IN_THE_LOOP.epochs)
     p.add_argument("--jitter", type=float, default=0.1, help="us")
+    p.add_argument(
+        "--software-checkpoint",
+        type=Path,
+        default=None,
+        help="directory to keep the software-trained network in; reused when complete",
+    )
     args = p.parse_args()
     software_train = dataclasses.replace(SOFTWARE, epochs=args.software_epochs, seed=args.seed)
     loop_train = dataclasses.replace(IN_THE_LOOP, epochs=args.epochs, seed=args.seed)
@@ -45,7 +51,14 @@ def main():
         setup = HardwareSetup.from_calibration(cal)
         if software is None:  # every chip gets the same software-trained network
             model = setup.model_config(cal, dataclasses.replace(MODEL, n_classes=3))
-            software = run_point_task("yinyang", model, software_train)
+            ckpt = args.software_checkpoint
+            software = run_point_task(
+                "yinyang",
+                model,
+                software_train,
+                checkpoint_dir=ckpt,
+                resume=ckpt is not None and any(Path(ckpt).glob("*")),
+            )
         res = run_hardware_task(
             chip, cal, setup, MODEL, software_train, loop_train, software=software
         )

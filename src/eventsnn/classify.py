@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from .discrete.simulate import simulate_discrete
 from .encode import max_voltage
 from .event.simulate import simulate
+from .event.spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
 from .loss import (
     early_label_regulariser,
     first_spike_cross_entropy,
@@ -117,6 +118,12 @@ def network(params, cfg: ClassifierConfig) -> Network:
     )
 
 
+def solver_for(cfg: ClassifierConfig) -> SpikeTimeSolver:
+    """The closed form where ``tau_mem = 2 tau_syn`` (known statically here, unlike inside a
+    traced network), else safeguarded Newton."""
+    return QuadraticSolver() if cfg.tau_mem == 2 * cfg.tau_syn else NewtonSolver()
+
+
 def encode(points, cfg: ClassifierConfig) -> Spikes:
     """Points ``[N, 2]`` to input spikes ``[N, 5]``: x, y, 1-x, 1-y, bias."""
     from .datasets.two_d import encode_points
@@ -137,6 +144,7 @@ def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
             inputs,
             t_max=cfg.t_max,
             max_spikes=(cfg.hidden, cfg.n_classes),
+            solver=solver_for(cfg),
             method=cfg.grad,
             fast_ttfs=True,
             check_overflow=False,
