@@ -140,18 +140,23 @@ class QuadraticSolver(SpikeTimeSolver):
         return jnp.where(x > 0, jnp.maximum(-tau_mem * jnp.log(x_safe), 0.0), jnp.inf)
 
 
-def first_crossing(solver: SpikeTimeSolver, u0, i0, theta, tau_mem, tau_syn, horizon):
+def first_crossing(
+    solver: SpikeTimeSolver, u0, i0, theta, tau_mem, tau_syn, horizon, differentiable=True
+):
     """First time (s, from the interval start) at which ``u`` reaches ``theta``; +inf if
     none within ``horizon``; 0 if ``u0 >= theta`` already.
 
     Differentiable: the value comes from `solver` without gradients, the derivative from
-    the implicit function theorem at the crossing.
+    the implicit function theorem at the crossing. With ``differentiable=False`` only the
+    value is computed (for callers with their own backward pass).
     """
     at_once = u0 >= theta
     args = jax.lax.stop_gradient((u0, i0, theta, tau_mem, tau_syn, horizon))
     u_below = jnp.where(at_once, args[2] - 1.0, args[0])  # keep the solver's premise
     t_star = solver.root(u_below, *args[1:])
     t_star = jnp.where(at_once, 0.0, t_star)
+    if not differentiable:
+        return t_star
     spikes = jnp.isfinite(t_star) & ~at_once
     t_safe = jnp.where(spikes, t_star, 0.0)
     u, i = propagate(u0, i0, t_safe, tau_mem, tau_syn)

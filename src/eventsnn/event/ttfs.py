@@ -31,7 +31,7 @@ def _compose(first, second):
     return (a2 * a1, a2 * c1 + c2 * d1, d2 * d1, a2 * bu1 + c2 * bi1 + bu2, d2 * bi1 + bi2)
 
 
-def _first_spikes(weights, params, times, sources, t_max, solver):
+def _first_spikes(weights, params, times, sources, t_max, solver, differentiable=True):
     """``[n]`` first spike time of every neuron (inf if none) from sorted arrivals."""
     p = params
     real = jnp.isfinite(times) & (times <= t_max)
@@ -57,18 +57,21 @@ def _first_spikes(weights, params, times, sources, t_max, solver):
     open_ = jnp.isfinite(start)[:, None]
     start_safe = jnp.where(open_, start[:, None], 0.0)
     horizon = jnp.where(open_, jnp.minimum(end, t_max)[:, None] - start_safe, -1.0)
-    dt = first_crossing(solver, u, i, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, horizon)
+    dt = first_crossing(
+        solver, u, i, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, horizon, differentiable
+    )
     candidate = jnp.where(open_ & (dt <= horizon), start_safe + dt, jnp.inf)
     return jnp.min(candidate, axis=0)  # [n]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _first_spikes_adjoint(weights, params, times, sources, t_max, solver):
-    return _first_spikes(weights, params, times, sources, t_max, solver)
+    # Values only: the backward pass below needs nothing of the forward solve.
+    return _first_spikes(weights, params, times, sources, t_max, solver, False)
 
 
 def _adjoint_fwd(weights, params, times, sources, t_max, solver):
-    spike = _first_spikes(weights, params, times, sources, t_max, solver)
+    spike = _first_spikes(weights, params, times, sources, t_max, solver, False)
     return spike, (weights, params, times, sources, t_max, spike)
 
 
