@@ -1,7 +1,7 @@
 """The discrete engine: fixed-step simulation of the same networks as the event core.
 
-Layers run one after another, each as one `lax.scan` over time steps with the batch in
-every step (matrix products, not per-sample loops). A spike emitted in step ``k`` (at time
+All layers advance together in one `lax.scan` over time steps with the batch in every
+step (matrix products, not per-sample loops). A spike emitted in step ``k`` (at time
 ``(k+1) dt``) reaches the next layer, or the layer itself through recurrent weights, in
 step ``k + 1 + round(delay/dt)``.
 """
@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 
 from .._validate import is_concrete
 from ..encode import spikes_to_train
-from ..network import Layer, Network, Spikes
+from ..network import Network, Spikes
 from .rules import ForwardEuler, StepRule
 from .surrogate import SuperSpike, Surrogate
 
@@ -45,58 +45,74 @@ def _delay_steps(delay: float, dt: float, rule: StepRule) -> int:
     return rule.lag + int(round(delay / dt))
 
 
-def _shift(train, steps: int):
-    """Delay a ``[steps_total, batch, n]`` train by ``steps`` steps (zeros shifted in)."""
-    if steps == 0:
-        return train
-    return jnp.concatenate([jnp.zeros_like(train[:steps]), train[:-steps]], axis=0)
+def _run(network: Network, current, dt, rule: StepRule, surrogate, li_readout: bool):
+    """All layers in one `lax.scan` over time (one loop, not one per layer).
 
+    ``current`` ``[T, B, n_0]`` is the first layer's input current for every step (one
+    matrix product outside the loop). Returns per layer spikes and voltages ``[T, B, n]``.
+    Currents into later layers, and a layer's own spikes through recurrent weights, wait in
+    per-layer buffers for their lag in steps (``rule.lag`` plus the delay).
+    """
+    layers = network.layers
+    batch, dtype = current.shape[1], current.dtype
+    last = len(layers) - 1
 
-def _run_layer(layer: Layer, current, dt, rule: StepRule, surrogate, spiking: bool):
-    """``current`` ``[T, B, n]`` -> spikes and voltages ``[T, B, n]``."""
-    p = layer.params
-    batch, n = current.shape[1], layer.size
-    zeros = jnp.zeros((batch, n), current.dtype)
-    state = (
-        jnp.broadcast_to(p.v_leak, (batch, n)).astype(current.dtype),
-        zeros,
-        jnp.zeros((batch, n), jnp.int32),
-    )
-    rec = layer.recurrent_weights
-    lag = max(_delay_steps(layer.delay, dt, rule), 1)  # a spike cannot reach itself at once
-    # Own spikes still in flight (recurrent layers only: no per-step copy otherwise).
-    buffer = None if rec is None else jnp.zeros((lag, batch, n), current.dtype)
+    def buffer(steps, n):
+        return jnp.zeros((steps, batch, n), dtype) if steps > 0 else None
+
+    states, inbox, own = [], [], []
+    for k, layer in enumerate(layers):
+        n = layer.size
+        states.append(
+            (
+                jnp.broadcast_to(layer.params.v_leak, (batch, n)).astype(dtype),
+                jnp.zeros((batch, n), dtype),
+                jnp.zeros((batch, n), jnp.int32),
+            )
+        )
+        inbox.append(buffer(_delay_steps(layer.delay, dt, rule), n) if k else None)
+        # A spike cannot reach its own neuron within its step.
+        own_lag = max(_delay_steps(layer.delay, dt, rule), 1)
+        own.append(buffer(own_lag, n) if layer.recurrent_weights is not None else None)
+
+    def push(buf, x):
+        return jnp.concatenate([buf[1:], x[None]], axis=0)
 
     def step(carry, x):
-        state, buffer = carry
-        if rec is not None:
-            x = x + buffer[0] @ rec
-        if spiking:
-            state, spikes, v = rule.lif(p, state, x, dt, surrogate)
-        else:
-            state, v = rule.li(p, state, x, dt)
-            spikes = None
-        if rec is not None:
-            buffer = jnp.concatenate([buffer[1:], spikes[None]], axis=0)
-        return (state, buffer), (spikes, v)
+        states, inbox, own = carry
+        states, inbox, own = list(states), list(inbox), list(own)
+        outs = []
+        for k, layer in enumerate(layers):
+            if k:
+                arriving = outs[-1][0] @ layer.weights
+                if inbox[k] is None:
+                    x = arriving
+                else:
+                    x, inbox[k] = inbox[k][0], push(inbox[k], arriving)
+            if own[k] is not None:
+                x = x + own[k][0] @ layer.recurrent_weights
+            if li_readout and k == last:
+                states[k], v = rule.li(layer.params, states[k], x, dt)
+                spikes = jnp.zeros_like(v)
+            else:
+                states[k], spikes, v = rule.lif(layer.params, states[k], x, dt, surrogate)
+            if own[k] is not None:
+                own[k] = push(own[k], spikes)
+            outs.append((spikes, v))
+        return (tuple(states), tuple(inbox), tuple(own)), tuple(outs)
 
-    _, (spikes, v) = jax.lax.scan(step, (state, buffer), current)
-    return (jnp.zeros_like(v) if spikes is None else spikes), v
+    carry = (tuple(states), tuple(inbox), tuple(own))
+    _, outs = jax.lax.scan(step, carry, current)
+    return outs
 
 
 @eqx.filter_jit
 def _simulate(network, train, dt, rule, surrogate, li_readout, record_voltages):
     train = jnp.swapaxes(train, 0, 1)  # time-major inside
-    trains, voltages = [], []
-    for k, layer in enumerate(network.layers):
-        if k:
-            train = _shift(train, _delay_steps(layer.delay, dt, rule))
-        current = train @ layer.weights
-        spiking = not (li_readout and k == len(network.layers) - 1)
-        train, v = _run_layer(layer, current, dt, rule, surrogate, spiking)
-        trains.append(jnp.swapaxes(train, 0, 1))
-        voltages.append(jnp.swapaxes(v, 0, 1) if record_voltages else None)
-    return DiscreteResult(tuple(trains), tuple(voltages), dt)
+    outs = _run(network, train @ network.layers[0].weights, dt, rule, surrogate, li_readout)
+    trains = tuple(jnp.swapaxes(s, 0, 1) for s, _ in outs)
+    voltages = tuple(jnp.swapaxes(v, 0, 1) if record_voltages else None for _, v in outs)
+    return DiscreteResult(trains, voltages, dt)
 
 
 def simulate_discrete(
