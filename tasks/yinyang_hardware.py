@@ -28,7 +28,7 @@ from eventsnn.train import TrainConfig
 #: time, so every neuron spikes at most once.
 MODEL = ClassifierConfig(engine="event", grad="analytic")
 SOFTWARE = TrainConfig(epochs=300)
-IN_THE_LOOP = TrainConfig(epochs=30, learning_rate=1e-3, final_learning_rate=1e-5)
+IN_THE_LOOP = TrainConfig(epochs=60, learning_rate=1e-3, final_learning_rate=1e-5)
 
 
 def parser() -> argparse.ArgumentParser:
