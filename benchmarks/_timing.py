@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 
@@ -45,3 +49,18 @@ def machine() -> dict:
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
+
+
+def run_peer(python: str, script: str, args: list[str], name: str) -> dict:
+    """Run a peer library's side (`script`, Python source) with its own interpreter; this
+    folder is on its path (so it shares `best_time`). Returns its last JSON line."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(script)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent))
+    try:
+        done = subprocess.run([python, f.name, *args], capture_output=True, text=True, env=env)
+    finally:
+        os.unlink(f.name)
+    if done.returncode != 0:
+        raise SystemExit(f"the {name} side failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

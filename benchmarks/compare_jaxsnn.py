@@ -15,14 +15,12 @@ blocks. The final JSON line's keys ending in ``_ratio`` are eventsnn / jaxsnn sa
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _timing import best_time, emit, machine
+from _timing import best_time, emit, machine, run_peer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -98,17 +96,7 @@ enc = jax.jit(jax.vmap(partial(spatio_temporal_encode, t_late=T_LATE, duplicatio
                                duplicate_neurons=False)))
 x = enc(values)
 
-def best(fn, *args, repeats=5, min_seconds=0.2):
-    jax.block_until_ready(fn(*args))
-    b = float("inf")
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            jax.block_until_ready(fn(*args)); n += 1
-            if time.perf_counter() - t0 >= min_seconds:
-                break
-        b = min(b, (time.perf_counter() - t0) / n)
-    return b
+from _timing import best_time as best  # the same timing as eventsnn's side (PYTHONPATH)
 
 out = {}
 for ours, theirs in (("eventprop", "eventprop"), ("analytic", "analytical")):
@@ -149,12 +137,7 @@ print(json.dumps(out))
 
 
 def jaxsnn_side(python: str, data_path: Path) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(JAXSNN_SIDE)
-    done = subprocess.run([python, f.name, str(data_path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the jaxsnn side failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_peer(python, JAXSNN_SIDE, [str(data_path)], "jaxsnn")
 
 
 def main():

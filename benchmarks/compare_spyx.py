@@ -14,15 +14,13 @@ and the compile times of both sides.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _timing import best_time, emit, machine
+from _timing import best_time, emit, machine, run_peer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -161,17 +159,7 @@ def loss(params, x, y):
     logits = jnp.max(traces(params, x), axis=0)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-def best(fn, *args, repeats=5, min_seconds=0.2):
-    jax.block_until_ready(fn(*args))
-    b = float("inf")
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            jax.block_until_ready(fn(*args)); n += 1
-            if time.perf_counter() - t0 >= min_seconds:
-                break
-        b = min(b, (time.perf_counter() - t0) / n)
-    return b
+from _timing import best_time as best  # the same timing as eventsnn's side (PYTHONPATH)
 
 fwd = jax.jit(lambda p, x: jnp.max(traces(p, x), axis=0))
 grad = jax.jit(jax.value_and_grad(loss))
@@ -207,14 +195,7 @@ print(json.dumps(out))
 
 
 def spyx_side(python: str, data_path: Path, trace_path: Path) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(SPYX_SIDE)
-    done = subprocess.run(
-        [python, f.name, str(data_path), str(trace_path)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the Spyx side failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_peer(python, SPYX_SIDE, [str(data_path), str(trace_path)], "Spyx")
 
 
 def main():

@@ -191,14 +191,21 @@ def fit(
             "val_accuracy": float(evaluate(state[0])),
             "epoch_seconds": seconds,
         }
-        if not np.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss} in epoch {e + 1}; lower the learning rate."
-            )
-        history.epochs.append(record)
-        progress.update(e + 1, record)
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, history, meta)
-        if metrics_path is not None:
-            write_metrics(Path(metrics_path), history)
+        end_epoch(record, state, history, progress, ckpt, meta, metrics_path)
     return state[0], history
+
+
+def end_epoch(record: dict, state, history: History, progress, ckpt, meta, metrics_path):
+    """Book a finished epoch: refuse a non-finite loss, append the record, show it, then
+    checkpoint and write metrics (both atomically)."""
+    loss = record["train_loss"]
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"loss became {loss} in epoch {record['epoch']}; lower the learning rate."
+        )
+    history.epochs.append(record)
+    progress.update(record["epoch"], record)
+    if ckpt is not None:
+        save_checkpoint(ckpt, state, history, meta)
+    if metrics_path is not None:
+        write_metrics(Path(metrics_path), history)

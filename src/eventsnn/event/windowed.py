@@ -297,7 +297,6 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
     return (u, i, r), spk, nsp, extra | jnp.any(live)
 
 
-
 def _window(net: SparseNetwork, budgets, carry, w):
     """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
     t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand, uniform = budgets

@@ -28,7 +28,7 @@ import optax
 from .. import classify
 from ..network import Spikes
 from ..neuron import kernel
-from ..train import Progress, TrainConfig, load_checkpoint, optimizer, save_checkpoint
+from ..train import Progress, TrainConfig, end_epoch, load_checkpoint, optimizer
 from .backend import Backend, ChipConfig
 from .calibrate import Calibration
 from .units import WEIGHT_MAX, ChipUnits
@@ -179,7 +179,7 @@ def train_in_the_loop(
     """Fine-tune `params` with the forward pass on `chip`. Returns ``(params, history)``,
     history being one metrics record per epoch (chip accuracies). `stop_after` ends the
     run after that many epochs in total (an interruption, for tests)."""
-    from ..train import History, write_metrics
+    from ..train import History
 
     points, labels = splits["train"]
     inputs = classify.encode(points, cfg)
@@ -244,10 +244,5 @@ def train_in_the_loop(
             "epoch_seconds": seconds,
         }
         state = (params, opt_state, jnp.asarray(getattr(chip, "run_count", 0), jnp.int32))
-        history.epochs.append(record)
-        progress.update(e + 1, record)
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, history, meta)
-        if metrics_path is not None:
-            write_metrics(Path(metrics_path), history)
+        end_epoch(record, state, history, progress, ckpt, meta, metrics_path)
     return state[0], history
