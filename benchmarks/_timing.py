@@ -64,3 +64,41 @@ def run_peer(python: str, script: str, args: list[str], name: str) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"the {name} side failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compile_seconds(jitted, *args) -> float:
+    """Seconds to lower and compile a jitted function for these arguments."""
+    start = time.perf_counter()
+    jitted.lower(*args).compile()
+    return time.perf_counter() - start
+
+
+def throughputs(prefix: str, fwd, grad, params, batch_of, batches) -> dict:
+    """Samples/s of ``fwd(params, x)`` and ``grad(params, x, y)`` at each batch size, where
+    ``batch_of(b)`` gives that batch's ``(x, y)``. Keys ``{prefix}fwd_b{b}`` and
+    ``{prefix}grad_b{b}``."""
+    out = {}
+    for b in batches:
+        x, y = batch_of(b)
+        out[f"{prefix}fwd_b{b}"] = b / best_time(fwd, params, x)
+        out[f"{prefix}grad_b{b}"] = b / best_time(grad, params, x, y)
+    return out
+
+
+def epoch_seconds(loss, params, xs, ys, learning_rate: float = 1e-3) -> float:
+    """Best time (s) of one training epoch: an Adam step on ``loss(params, xs[k], ys[k])``
+    for every batch ``k``, all in one `lax.scan` inside one jit, data on the device."""
+    import optax
+
+    opt = optax.adam(learning_rate)
+
+    @jax.jit
+    def epoch(params, state):
+        def step(carry, batch):
+            p, s = carry
+            updates, s = opt.update(jax.grad(loss)(p, *batch), s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        return jax.lax.scan(step, (params, state), (xs, ys))[0]
+
+    return best_time(epoch, params, opt.init(params), repeats=3, min_seconds=0.0)

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _timing import best_time, emit, machine, run_peer
+from _timing import emit, epoch_seconds, machine, run_peer, throughputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -40,7 +40,6 @@ def points(seed: int = 0, n: int = 78 * 64):
 def eventsnn_side(values, labels) -> dict:
     import jax
     import jax.numpy as jnp
-    import optax
 
     from eventsnn import classify
 
@@ -55,28 +54,16 @@ def eventsnn_side(values, labels) -> dict:
         y_all = jnp.asarray(labels)
         fwd = jax.jit(lambda p, s, cfg=cfg: classify.outputs(p, s, cfg)[0])
         loss = lambda p, s, y, cfg=cfg: classify.loss_and_correct(p, s, y, cfg)[0]  # noqa: E731
-        grad = jax.jit(jax.grad(loss))
-        for b in BATCHES:
-            s = jax.tree.map(lambda a, b=b: a[:b], spikes)
-            out[f"{method}_fwd_b{b}"] = b / best_time(fwd, params, s)
-            out[f"{method}_grad_b{b}"] = b / best_time(grad, params, s, y_all[:b])
-        opt = optax.adam(1e-3)
-        xs = jax.tree.map(lambda a: a.reshape((78, 64) + a.shape[1:]), spikes)
-        ys = y_all.reshape(78, 64)
-
-        @jax.jit
-        def epoch(p, o, xs=xs, ys=ys, loss=loss, opt=opt):
-            def step(carry, batch):
-                p, o = carry
-                g = jax.grad(loss)(p, *batch)
-                u, o = opt.update(g, o, p)
-                return (optax.apply_updates(p, u), o), None
-
-            return jax.lax.scan(step, (p, o), (xs, ys))[0]
-
-        out[f"{method}_epoch_s"] = best_time(
-            epoch, params, opt.init(params), repeats=3, min_seconds=0.0
+        out |= throughputs(
+            f"{method}_",
+            fwd,
+            jax.jit(jax.grad(loss)),
+            params,
+            lambda b, spikes=spikes, y=y_all: (jax.tree.map(lambda a: a[:b], spikes), y[:b]),
+            BATCHES,
         )
+        xs = jax.tree.map(lambda a: a.reshape((78, 64) + a.shape[1:]), spikes)
+        out[f"{method}_epoch_s"] = epoch_seconds(loss, params, xs, y_all.reshape(78, 64))
     return out
 
 
@@ -96,7 +83,7 @@ enc = jax.jit(jax.vmap(partial(spatio_temporal_encode, t_late=T_LATE, duplicatio
                                duplicate_neurons=False)))
 x = enc(values)
 
-from _timing import best_time as best  # the same timing as eventsnn's side (PYTHONPATH)
+from _timing import epoch_seconds, throughputs  # the same timing as eventsnn's (PYTHONPATH)
 
 out = {}
 for ours, theirs in (("eventprop", "eventprop"), ("analytic", "analytical")):
@@ -114,23 +101,10 @@ for ours, theirs in (("eventprop", "eventprop"), ("analytic", "analytical")):
         t = first(w, inp)
         logits = -jnp.where(jnp.isfinite(t), t, T_MAX) / 5e-3
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    fwd, grad = jax.jit(first), jax.jit(jax.grad(loss))
-    for n in (1, 64, 256):
-        inp = jax.tree.map(lambda a: a[:n], x)
-        out[f"{ours}_fwd_b{n}"] = n / best(fwd, w, inp)
-        out[f"{ours}_grad_b{n}"] = n / best(grad, w, inp, labels[:n])
-    opt = optax.adam(1e-3)
+    out |= throughputs(f"{ours}_", jax.jit(first), jax.jit(jax.grad(loss)), w,
+                       lambda n: (jax.tree.map(lambda a: a[:n], x), labels[:n]), (1, 64, 256))
     xs = jax.tree.map(lambda a: a.reshape((78, 64) + a.shape[1:]), x)
-    ys = labels.reshape(78, 64)
-    @jax.jit
-    def epoch(w, o):
-        def step(carry, batch):
-            w, o = carry
-            g = jax.grad(loss)(w, *batch)
-            u, o = opt.update(g, o, w)
-            return (optax.apply_updates(w, u), o), None
-        return jax.lax.scan(step, (w, o), (xs, ys))[0]
-    out[f"{ours}_epoch_s"] = best(epoch, w, opt.init(w), repeats=3, min_seconds=0.0)
+    out[f"{ours}_epoch_s"] = epoch_seconds(loss, w, xs, labels.reshape(78, 64))
 out["jax"] = jax.__version__
 print(json.dumps(out))
 """

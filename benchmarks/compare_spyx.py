@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _timing import best_time, emit, machine, run_peer
+from _timing import best_time, compile_seconds, emit, epoch_seconds, machine, run_peer, throughputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -50,7 +49,6 @@ def workload(seed: int = 0):
 def eventsnn_side(data) -> dict:
     import jax
     import jax.numpy as jnp
-    import optax
 
     import eventsnn as es
     from eventsnn import classify
@@ -84,40 +82,24 @@ def eventsnn_side(data) -> dict:
 
     params = (jnp.asarray(data["w1"]), jnp.asarray(data["w2"]))
     fwd = jax.jit(lambda p, x: jnp.max(traces(p, x), axis=0))
-    grad = jax.jit(jax.value_and_grad(loss))
+    grad = jax.jit(jax.grad(loss))
     out = {"trace": np.asarray(jax.jit(traces)(params, jnp.asarray(data["x"][:, :64])))}
-    for b in BATCHES:
-        x, y = jnp.asarray(data["x"][:, :b]), jnp.asarray(data["labels"][:b])
-        if b == 64:
-            start = time.perf_counter()
-            jax.block_until_ready(fwd.lower(params, x).compile())
-            out["compile_fwd_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            jax.block_until_ready(grad.lower(params, x, y).compile())
-            out["compile_grad_s"] = time.perf_counter() - start
-        out[f"discrete_fwd_b{b}"] = b / best_time(fwd, params, x)
-        out[f"discrete_grad_b{b}"] = b / best_time(grad, params, x, y)
+
+    def batch_of(b):
+        return jnp.asarray(data["x"][:, :b]), jnp.asarray(data["labels"][:b])
+
+    out["compile_fwd_s"] = compile_seconds(fwd, params, batch_of(64)[0])
+    out["compile_grad_s"] = compile_seconds(grad, params, *batch_of(64))
+    out |= throughputs("discrete_", fwd, grad, params, batch_of, BATCHES)
 
     # One epoch: 78 batches of 64, Adam 1e-3, one scan inside one jit, data on the device.
-    opt = optax.adam(1e-3)
     xs = (
         jnp.asarray(data["x"][:, : EPOCH_BATCHES * EPOCH_BATCH])
         .reshape(STEPS, EPOCH_BATCHES, EPOCH_BATCH, 5)
         .transpose(1, 0, 2, 3)
     )
     ys = jnp.asarray(data["labels"][: EPOCH_BATCHES * EPOCH_BATCH]).reshape(EPOCH_BATCHES, -1)
-
-    @jax.jit
-    def epoch(params, state):
-        def step(carry, batch):
-            p, s = carry
-            _, g = jax.value_and_grad(loss)(p, *batch)
-            updates, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, updates), s), None
-
-        return jax.lax.scan(step, (params, state), (xs, ys))[0]
-
-    out["epoch_s"] = best_time(epoch, params, opt.init(params), repeats=3, min_seconds=0.0)
+    out["epoch_s"] = epoch_seconds(loss, params, xs, ys)
 
     # The event engine on the same task shape: the inputs as exact spike times, CuBa-LIF
     # hidden layer, first-spike readout; its fastest exact gradient (EventProp, TTFS path).
@@ -159,35 +141,19 @@ def loss(params, x, y):
     logits = jnp.max(traces(params, x), axis=0)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-from _timing import best_time as best  # the same timing as eventsnn's side (PYTHONPATH)
+from _timing import compile_seconds, epoch_seconds, throughputs  # shared (PYTHONPATH)
 
 fwd = jax.jit(lambda p, x: jnp.max(traces(p, x), axis=0))
-grad = jax.jit(jax.value_and_grad(loss))
-out = {}
+grad = jax.jit(jax.grad(loss))
 np.save(sys.argv[2], np.asarray(jax.jit(traces)(params, jnp.asarray(data["x"][:, :64]))))
-for b in (1, 64, 256):
-    x, y = jnp.asarray(data["x"][:, :b]), jnp.asarray(data["labels"][:b])
-    if b == 64:
-        t0 = time.perf_counter(); jax.block_until_ready(fwd.lower(params, x).compile())
-        out["compile_fwd_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter(); jax.block_until_ready(grad.lower(params, x, y).compile())
-        out["compile_grad_s"] = time.perf_counter() - t0
-    out[f"fwd_b{b}"] = b / best(fwd, params, x)
-    out[f"grad_b{b}"] = b / best(grad, params, x, y)
-opt = optax.adam(1e-3)
+def batch_of(b):
+    return jnp.asarray(data["x"][:, :b]), jnp.asarray(data["labels"][:b])
+out = {"compile_fwd_s": compile_seconds(fwd, params, batch_of(64)[0]),
+       "compile_grad_s": compile_seconds(grad, params, *batch_of(64))}
+out |= throughputs("", fwd, grad, params, batch_of, (1, 64, 256))
 xs = jnp.asarray(data["x"][:, :78 * 64]).reshape(60, 78, 64, 5).transpose(1, 0, 2, 3)
 ys = jnp.asarray(data["labels"][:78 * 64]).reshape(78, -1)
-
-@jax.jit
-def epoch(params, state):
-    def step(carry, batch):
-        p, s = carry
-        _, g = jax.value_and_grad(loss)(p, *batch)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-    return jax.lax.scan(step, (params, state), (xs, ys))[0]
-
-out["epoch_s"] = best(epoch, params, opt.init(params), repeats=3, min_seconds=0.0)
+out["epoch_s"] = epoch_seconds(loss, params, xs, ys)
 out["spyx"] = spyx.__version__ if hasattr(spyx, "__version__") else "1.0.0"
 out["jax"] = jax.__version__
 print(json.dumps(out))

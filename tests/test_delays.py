@@ -88,10 +88,8 @@ def test_discrete_delays_shift_trains_by_whole_steps():
     x = inputs()
     r0 = es.simulate_discrete(chain((0.0, 0.0, 0.0), False), x, dt=dt, t_max=T_MAX)
     r1 = es.simulate_discrete(chain(DELAYS, False), x, dt=dt, t_max=T_MAX)
-    total = 0
     for k, s in enumerate(np.cumsum(steps)):
         a, b = np.asarray(r0.trains[k]), np.asarray(r1.trains[k])
         assert a.sum() > 0
         np.testing.assert_array_equal(b[s:], a[: a.shape[0] - s], err_msg=f"layer {k}")
         assert b[:s].sum() == 0
-        total += s

@@ -28,6 +28,7 @@ No external inputs: the population is driven by ``v_leak`` (tonic) and its own s
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from .._validate import check_values, is_concrete
+from .._validate import is_concrete
 from ..network import Spikes
 from ..neuron import LIFParams, kernel, propagate
 from ..sparse import Synapses
@@ -143,9 +144,18 @@ def _uniform_values(params: LIFParams) -> tuple:
     return tuple(out)
 
 
-def _per(x, idx, common, pad=1.0):
-    """``x[idx]`` for per-neuron `x` (``idx == n`` allowed: padding), or `common` if set."""
-    return common if common is not None else _table(x, pad)[idx]
+def _param_tables(params: LIFParams, uniform: dict) -> dict:
+    """Per parameter: its common value (a scalar), or the per-neuron array padded for
+    gathers at index n. Built once per window, outside the loops that gather from it."""
+    return {
+        f: uniform[f] if uniform[f] is not None else _table(getattr(params, f), 1.0)
+        for f in _PARAMS
+    }
+
+
+def _gather(table, idx):
+    """``table[idx]``, or the scalar itself for a uniform parameter."""
+    return table if jnp.ndim(table) == 0 else table[idx]
 
 
 def _sort_rows(t, w):
@@ -262,7 +272,7 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
             jnp.where(fires, fi * jnp.exp(-dt / ts), jnp.where(missed, i_miss, i)),
             r_new,
             jnp.where(fires, fa, ptr),
-            fires,
+            fires & (r_new < t_end_w),  # refractory past the end: finished below
             spk,
             nsp + fires,
             extra | jnp.any(fires & (nsp >= spikes_per_window)),
@@ -286,8 +296,8 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
         jnp.asarray(False),
     )
     _, t, u, i, r, ptr, live, spk, nsp, extra = jax.lax.while_loop(more, one_round, carry)
-    # Neurons whose last spike left them refractory past the window's end stopped early:
-    # V stays at v_reset, I decays and takes the remaining arrivals.
+    # Neurons whose last spike left them refractory past the window's end need no further
+    # round: V stays at v_reset, I decays and takes the remaining arrivals.
     unfinished = t < t_end_w
     later = (jnp.arange(n_seg)[None, :] >= ptr[:, None]) & (at <= t_end_w)
     ts_col = ts[:, None] if jnp.ndim(ts) else ts
@@ -300,8 +310,8 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
 def _window(net: SparseNetwork, budgets, carry, w):
     """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
     t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand, uniform = budgets
-    uniform = dict(uniform)
     p, syn, d, n = net.params, net.synapses, net.delay, net.size
+    table = _param_tables(p, dict(uniform))
     v, i, r, last_times, buf_src, buf_t, n_buf, rec_t, rec_i, count, counts, over = carry
     dtype = v.dtype
     t0 = (w * d).astype(dtype)
@@ -322,8 +332,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
         ta = jnp.broadcast_to(jnp.where(real, at, t1)[:, None] + d, tgt.shape)
         wt = jnp.where(ta <= t1, wt, 0.0)  # past t_end (last window only)
         ta = jnp.minimum(ta, t1)
-        tm_a = _per(tm, tgt, uniform["tau_mem"])
-        ts_a = _per(ts, tgt, uniform["tau_syn"])
+        tm_a, ts_a = _gather(table["tau_mem"], tgt), _gather(table["tau_syn"], tgt)
         c_i = wt * jnp.exp(-(t1 - ta) / ts_a)
         before_rest = ta <= r_table[tgt]  # lands while V is held: only I(rest end) sees it
         c_u = jnp.where(before_rest, 0.0, wt * kernel(t1 - ta, tm_a, ts_a))
@@ -358,12 +367,10 @@ def _window(net: SparseNetwork, budgets, carry, w):
     v_ext, i_ext, r_ext = _table(v, 0.0), _table(i, 0.0), _table(r, -jnp.inf)
 
     def run_chunk(k, st):
-        v_new, i_new, r_new, last_new, src_new, t_new, n_new, rec_t, rec_i, count, counts, over = (
-            st
-        )
+        v_new, i_new, r_new, last_new, src_new, t_new, n_new, count, counts, over = st
         c = jax.lax.dynamic_slice(cand_idx, (k * b_cand,), (b_cand,))
         arrivals = _pull_arrivals(net, c, last_table, n_arr)
-        pc = {f: _per(getattr(p, f), c, uniform[f]) for f in _PARAMS}
+        pc = {f: _gather(table[f], c) for f in _PARAMS}
         state = (t0, v_ext[c] - pc["v_leak"], i_ext[c], r_ext[c])
         (u_c, i_c, r_c), spk, nsp, extra = _run_candidates(pc, state, arrivals, t1, n_per)
         v_new = v_new.at[c].set(pc["v_leak"] + u_c, mode="drop")
@@ -383,18 +390,16 @@ def _window(net: SparseNetwork, budgets, carry, w):
         over = over | jnp.stack([False, jnp.any(arrivals[2] > n_arr), extra])
         return (
             v_new, i_new, r_new, last_new, src_new, t_new, n_new + n_real,
-            rec_t, rec_i, count + jnp.sum(nsp).astype(count.dtype), counts, over,
+            count + jnp.sum(nsp).astype(count.dtype), counts, over,
         )  # fmt: skip
 
     n_cand_chunks = (jnp.sum(cand) + b_cand - 1) // b_cand
     st = (
         v_new, i_new, r, jnp.full_like(last_times, jnp.inf),
-        buf_src, buf_t, jnp.asarray(0, jnp.int32), rec_t, rec_i, count, counts, over,
+        buf_src, buf_t, jnp.asarray(0, jnp.int32), count, counts, over,
     )  # fmt: skip
     st = jax.lax.fori_loop(0, n_cand_chunks, run_chunk, st)
-    v_new, i_new, r_new, last_new, src_new, t_new, n_new, rec_t, rec_i, count_new, counts, over = (
-        st
-    )
+    v_new, i_new, r_new, last_new, src_new, t_new, n_new, count_new, counts, over = st
 
     # 4. Append the window's spikes to the record, a block at a time (in place; the record
     # has one block of slack at its end).
@@ -441,11 +446,7 @@ def _simulate(net: SparseNetwork, budgets):
     )
 
     # The buffer of spikes read by a window is the one the previous window wrote.
-    def step(carry, w):
-        new, _ = _window(net, budgets, carry, w)
-        return new, None
-
-    carry, _ = jax.lax.scan(step, carry, jnp.arange(n_windows))
+    carry, _ = jax.lax.scan(functools.partial(_window, net, budgets), carry, jnp.arange(n_windows))
     v, i, r, _, _, _, _, rec_t, rec_i, count, counts, over = carry
     rec_t, rec_i = jax.lax.sort((rec_t[:max_spikes], rec_i[:max_spikes]), num_keys=2)
     over = over.at[0].set(count > max_spikes)
@@ -496,9 +497,6 @@ def simulate_windowed(
     ):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    check_values(
-        "params.v_leak", net.params.v_leak, jnp.isfinite(net.params.v_leak), "must be finite"
-    )
     if spikes_per_window is None:
         t_ref = net.params.t_refrac
         shortest = float(jnp.min(t_ref)) if is_concrete(t_ref) else 0.0
