@@ -215,11 +215,12 @@ def test_cli_discrete_engine_matches_event_engine(tmp_path):
 def _spyx_reference(w1, w2, x, alpha, beta):
     """Spyx's CuBaLIF -> LI step rule written out in NumPy (time-major input ``[T, B, n]``):
     spike from the previous V, subtract the threshold, I = alpha I + x, V = beta V + I;
-    readout V = beta V + x. Returns the readout voltages ``[T, B, n_out]``."""
+    readout V = beta V + x. Returns the readout voltages ``[T, B, n_out]`` in the dtype of
+    `w1`."""
     t_steps, batch, _ = x.shape
-    v = np.zeros((batch, w1.shape[1]))
+    v = np.zeros((batch, w1.shape[1]), w1.dtype)
     i = np.zeros_like(v)
-    v_out = np.zeros((batch, w2.shape[1]))
+    v_out = np.zeros((batch, w2.shape[1]), w1.dtype)
     trace = []
     for t in range(t_steps):
         s = (v - 1.0 >= 0).astype(float)
@@ -231,12 +232,15 @@ def _spyx_reference(w1, w2, x, alpha, beta):
     return np.stack(trace)
 
 
-def test_spyx_step_rule_reproduces_spyx_readout_traces():
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_spyx_step_rule_reproduces_spyx_readout_traces(dtype, atol):
+    """float32: the decay factors rounded once from float64, as Spyx takes them from the
+    host; a float32 factor off by one ulp drifts the traces past 1e-5 within 60 steps."""
     rng = np.random.default_rng(0)
     dt, steps, batch = 0.5e-3, 60, 16
-    w1 = rng.normal(0.3, 0.5, (5, 120))
-    w2 = rng.normal(0.0, 0.3, (120, 3))
-    train = np.zeros((batch, steps, 5))
+    w1 = rng.normal(0.3, 0.5, (5, 120)).astype(dtype)
+    w2 = rng.normal(0.0, 0.3, (120, 3)).astype(dtype)
+    train = np.zeros((batch, steps, 5), dtype)
     for b in range(batch):  # each channel spikes once, at a random step
         train[b, rng.integers(0, steps, 5), np.arange(5)] = 1.0
     net = es.Network(
@@ -248,9 +252,9 @@ def test_spyx_step_rule_reproduces_spyx_readout_traces():
     res = es.simulate_discrete(
         net, jnp.asarray(train), dt=dt, t_max=steps * dt, rule=es.SpyxStep(), li_readout=True
     )
-    ref = _spyx_reference(
-        w1, w2, np.swapaxes(train, 0, 1), np.exp(-dt / 5e-3), np.exp(-dt / 10e-3)
-    )
+    alpha, beta = (dtype(np.exp(-dt / tau)) for tau in (5e-3, 10e-3))
+    ref = _spyx_reference(w1, w2, np.swapaxes(train, 0, 1), alpha, beta)
     got = np.swapaxes(np.asarray(res.output_voltage), 0, 1)
+    assert got.dtype == dtype
     assert np.abs(ref).max() > 0.5 and np.asarray(res.trains[0]).sum() > batch  # activity
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol)

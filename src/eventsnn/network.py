@@ -146,11 +146,16 @@ class Network(eqx.Module):
 def dense_layer(
     weights, *, recurrent_weights=None, delay: float = 0.0, single_spike: bool = False, **params
 ) -> Layer:
-    """Build a `Layer` from a weight matrix ``[n_in, n]`` and `LIFParams` keywords."""
-    weights = jnp.asarray(weights, dtype=params.get("dtype") or float)
+    """Build a `Layer` from a weight matrix ``[n_in, n]`` and `LIFParams` keywords. The
+    layer takes the dtype of floating `weights` unless ``dtype`` is given."""
+    dtype = params.pop("dtype", None)
+    if dtype is None:
+        given = getattr(weights, "dtype", None)
+        dtype = given if given is not None and jnp.issubdtype(given, jnp.floating) else float
+    weights = jnp.asarray(weights, dtype=dtype)
     if weights.ndim != 2:
         raise ValueError(f"weights must be 2-D [inputs, size], got shape {tuple(weights.shape)}.")
-    lif = LIFParams(weights.shape[1], **params)
+    lif = LIFParams(weights.shape[1], dtype=weights.dtype, **params)
     rec = None if recurrent_weights is None else jnp.asarray(recurrent_weights, weights.dtype)
     if not is_concrete(delay):
         raise TypeError("delay is a static setting: pass a Python float, not a traced array.")

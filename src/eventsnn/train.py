@@ -31,6 +31,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 3e-3
     final_learning_rate: float = 3e-5  # cosine decay to this
+    clip_norm: float | None = None  # clip each step's gradient to this global norm
     seed: int = 0
 
 
@@ -45,7 +46,10 @@ def optimizer(cfg: TrainConfig, steps_per_epoch: int):
         cfg.epochs * steps_per_epoch,
         cfg.final_learning_rate / cfg.learning_rate,
     )
-    return optax.adam(schedule)
+    adam = optax.adam(schedule)
+    if cfg.clip_norm is None:
+        return adam
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adam)
 
 
 def _write_atomic(path: Path, write: Callable) -> None:

@@ -111,11 +111,22 @@ class SpyxStep(StepRule):
         v, i, refractory = state
         spikes = surrogate(v - p.v_th)
         v = v - spikes * p.v_th
-        i = jnp.exp(-dt / p.tau_syn) * i + current
-        v = jnp.exp(-dt / p.tau_mem) * v + i
+        i = decay(dt, p.tau_syn) * i + current
+        v = decay(dt, p.tau_mem) * v + i
         return (v, i, refractory), spikes, v
 
     def li(self, p, state, current, dt):
         v, i, refractory = state
-        v = jnp.exp(-dt / p.tau_mem) * v + current
+        v = decay(dt, p.tau_mem) * v + current
         return (v, i, refractory), v
+
+
+def decay(dt: float, tau):
+    """``exp(-dt/tau)`` rounded once to the dtype of `tau`: evaluated in float64 (a few
+    operations per neuron), because float32 ``exp`` is off by an ulp for some arguments and
+    such an error compounds over hundreds of steps (libraries that take the factors from the
+    host, as Spyx does, see the correctly rounded value)."""
+    if tau.dtype == jnp.float64:
+        return jnp.exp(-dt / tau)
+    with jax.enable_x64(True):
+        return jnp.exp(-dt / tau.astype(jnp.float64)).astype(tau.dtype)
