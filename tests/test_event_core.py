@@ -313,6 +313,43 @@ def test_quadratic_solver_agrees_with_newton(case):
         )
 
 
+FEED_FORWARD = tuple(s for s in STRUCTURES if s[1] is None)
+
+
+def check_ttfs_path(case, solver=None):
+    """Single-spike feed-forward layers on the parallel TTFS path: the reference with a
+    refractory period longer than the run (so each neuron spikes at most once) gives the
+    same spikes, and so does the event loop (``fast_ttfs=False``)."""
+    layers, times, indices = case.data
+    once = [{**layer, "t_refrac": np.full(len(layer["tau_mem"]), 1.0)} for layer in layers]
+    ref_spikes, diag = reference_simulate(once, times, indices, T_MAX, max_spikes=MAX_SPIKES)
+    assume(diag["margin"] > 1e-7 and diag["min_slope"] > 1e-1 and diag["end_gap"] > 1e-8)
+    event("output spikes: " + ("yes" if diag["n_spikes"][-1] else "no"))
+    net, inputs = build(case)
+    net = es.Network(
+        [es.Layer(x.weights, x.params, delay=x.delay, single_spike=True) for x in net.layers]
+    )
+    kw = dict(t_max=T_MAX, max_spikes=MAX_SPIKES, solver=solver)
+    fast = es.simulate(net, inputs, fast_ttfs=True, **kw)
+    loop = es.simulate(net, inputs, fast_ttfs=False, **kw)
+    assert_spikes_match(fast, ref_spikes, case.sizes, 1e-9)
+    for a, b in zip(fast.layers, loop.layers):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.times, b.times, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=40)
+@given(case=cases(structures=FEED_FORWARD))
+def test_parallel_ttfs_path_matches_reference_and_event_loop(case):
+    check_ttfs_path(case)
+
+
+@settings(max_examples=25)
+@given(case=cases(structures=FEED_FORWARD, ratio_modes=("2",)))
+def test_parallel_ttfs_path_with_quadratic_solver(case):
+    check_ttfs_path(case, es.QuadraticSolver())
+
+
 def test_random_networks_do_spike():
     """The generator is useful: most draws spike, in every layer, without overflowing."""
     rng = np.random.default_rng(0)
@@ -717,3 +754,28 @@ def test_float32_layers_stay_float32():
     assert res.layers[0].times.dtype == jnp.float32
     assert len(times) == 1
     assert jax.config.jax_enable_x64  # conftest: float64 available session-wide
+
+
+@settings(max_examples=30)
+@given(
+    k=st.sampled_from([1, 2, 7, 100, 300]),  # 300: past PAIRWISE_MAX, the lax.sort branch
+    seed=st.integers(0, 2**32 - 1),
+    with_tiebreak=st.booleans(),
+)
+def test_time_order_is_a_stable_lexicographic_sort(k, seed, with_tiebreak):
+    """Ranking by pairwise comparison gives numpy's stable order, ties (many, inf
+    included) broken by the tiebreak key, then by position."""
+    from eventsnn.event.order import time_order
+
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 5, (3, k)).astype(float)
+    t[t == 4] = np.inf
+    key = rng.integers(0, 3, (3, k))
+    got = np.asarray(time_order(jnp.asarray(t), jnp.asarray(key) if with_tiebreak else None))
+    keys = (
+        (lambda b: (np.arange(k), key[b], t[b]))
+        if with_tiebreak
+        else (lambda b: (np.arange(k), t[b]))
+    )
+    want = np.stack([np.lexsort(keys(b)) for b in range(3)])
+    np.testing.assert_array_equal(got, want)

@@ -59,11 +59,11 @@ def test_silent_push_raises_weights_into_neurons_that_should_fire():
     np.testing.assert_array_equal(g, [[-1.0, 0.0], [0.0, 0.0]])
 
 
-def _run(tmp_path, stop_after=None, resume=False, epochs=4):
+def _run(tmp_path, stop_after=None, resume=False, epochs=4, **train):
     return run_point_task(
         "circles",
         SMALL,
-        TrainConfig(epochs=epochs, batch_size=50, seed=3),
+        TrainConfig(epochs=epochs, batch_size=50, seed=3, **train),
         checkpoint_dir=tmp_path / "ckpt",
         resume=resume,
         stop_after=stop_after,
@@ -72,15 +72,39 @@ def _run(tmp_path, stop_after=None, resume=False, epochs=4):
     )
 
 
-def test_resume_is_bit_identical(tmp_path):
-    full = _run(tmp_path / "a")
-    _run(tmp_path / "b", stop_after=2)
-    resumed = _run(tmp_path / "b", resume=True)
+@pytest.mark.parametrize("train", [{}, {"average": 0.9, "clip_norm": 0.5}])
+def test_resume_is_bit_identical(tmp_path, train):
+    full = _run(tmp_path / "a", **train)
+    _run(tmp_path / "b", stop_after=2, **train)
+    resumed = _run(tmp_path / "b", resume=True, **train)
     for a, b in zip(full["weights"], resumed["weights"]):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines[:-1]] == [1, 2, 3, 4]
     assert json.loads(lines[-1])["test_accuracy"] == full["test_accuracy"]
+
+
+def _toy_fit(**train):
+    """Adam on ``|p - 1|^2`` from p = 0: 20 steps of one-sample batches."""
+    from eventsnn.train import fit
+
+    def loss_and_correct(p, x, y, key):
+        return jnp.sum((p - 1.0) ** 2), 0
+
+    data = (jnp.zeros((20, 1)), jnp.zeros(20, jnp.int32))
+    cfg = TrainConfig(epochs=1, batch_size=1, learning_rate=0.01, **train)
+    p, _ = fit(jnp.zeros(3), loss_and_correct, data, lambda p: 0.0, cfg)
+    return np.asarray(p)
+
+
+def test_gradient_clipping_and_weight_average_act():
+    plain = _toy_fit()
+    assert np.all(plain > 0.1)  # Adam: about lr per step towards 1
+    # Clipped to 1e-12 the gradient drowns in Adam's epsilon: hardly a step.
+    assert np.all(np.abs(_toy_fit(clip_norm=1e-12)) < 1e-3)
+    # A slow average of the weights lags far behind the last weights.
+    averaged = _toy_fit(average=0.99)
+    assert np.all((averaged > 0) & (averaged < 0.2 * plain))
 
 
 def test_resume_refuses_other_settings(tmp_path):

@@ -32,6 +32,8 @@ class TrainConfig:
     learning_rate: float = 3e-3
     final_learning_rate: float = 3e-5  # cosine decay to this
     clip_norm: float | None = None  # clip each step's gradient to this global norm
+    average: float | None = None  # evaluate and return an exponential moving average of
+    # the weights with this decay per step (e.g. 0.999), not the last weights
     seed: int = 0
 
 
@@ -131,7 +133,8 @@ def fit(
     stop_after: int | None = None,
     devices: int = 1,
 ):
-    """Train `params` with Adam and cosine decay.
+    """Train `params` with Adam and cosine decay (optionally clipped gradients and an
+    average of the weights, see `TrainConfig`).
 
     Args:
         loss_and_correct: ``(params, inputs, labels, key) -> (loss, n_correct)`` for a
@@ -147,13 +150,14 @@ def fit(
             order of floating-point sums.
 
     Returns:
-        ``(params, History)``.
+        ``(params, History)``: the last weights, or their moving average with
+        ``cfg.average``.
     """
     inputs, labels = train_data
     n = labels.shape[0]
     n_batches = n // cfg.batch_size
     opt = optimizer(cfg, n_batches)
-    state = (params, opt.init(params))
+    state = (params, opt.init(params), params)  # weights, optimiser, weights evaluated
     history = History([])
     meta = json.loads(json.dumps({"train": asdict(cfg), **(meta or {})}))  # as stored
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint.npz"
@@ -169,13 +173,15 @@ def fit(
         batches = order.reshape(n_batches, cfg.batch_size)
 
         def step(state, xs):
-            (p, o), (idx, step_key) = state, xs
+            (p, o, avg), (idx, step_key) = state, xs
             batch, y = shard_batch((jax.tree.map(lambda x: x[idx], inputs), labels[idx]), mesh)
             (loss, correct), g = jax.value_and_grad(loss_and_correct, has_aux=True)(
                 p, batch, y, step_key
             )
             updates, o = opt.update(g, o, p)
-            return (optax.apply_updates(p, updates), o), (loss, correct)
+            p = optax.apply_updates(p, updates)
+            avg = p if cfg.average is None else optax.incremental_update(p, avg, 1 - cfg.average)
+            return (p, o, avg), (loss, correct)
 
         step_keys = jax.random.split(jax.random.fold_in(key, 1), n_batches)
         state, (loss, correct) = jax.lax.scan(step, state, (batches, step_keys))
@@ -192,11 +198,11 @@ def fit(
             "epoch": e + 1,
             "train_loss": loss,
             "train_accuracy": float(acc),
-            "val_accuracy": float(evaluate(state[0])),
+            "val_accuracy": float(evaluate(state[2])),
             "epoch_seconds": seconds,
         }
         end_epoch(record, state, history, progress, ckpt, meta, metrics_path)
-    return state[0], history
+    return state[2], history
 
 
 def end_epoch(record: dict, state, history: History, progress, ckpt, meta, metrics_path):

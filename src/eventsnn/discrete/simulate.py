@@ -45,17 +45,15 @@ def _delay_steps(delay: float, dt: float, rule: StepRule) -> int:
     return rule.lag + int(round(delay / dt))
 
 
-def _run(network: Network, current, dt, rule: StepRule, surrogate, li_readout: bool):
-    """All layers in one `lax.scan` over time (one loop, not one per layer).
+def _run(layers, current, dt, rule: StepRule, surrogate):
+    """The spiking layers in one `lax.scan` over time (one loop, not one per layer).
 
     ``current`` ``[T, B, n_0]`` is the first layer's input current for every step (one
     matrix product outside the loop). Returns per layer spikes and voltages ``[T, B, n]``.
     Currents into later layers, and a layer's own spikes through recurrent weights, wait in
     per-layer buffers for their lag in steps (``rule.lag`` plus the delay).
     """
-    layers = network.layers
     batch, dtype = current.shape[1], current.dtype
-    last = len(layers) - 1
 
     def buffer(steps, n):
         return jnp.zeros((steps, batch, n), dtype) if steps > 0 else None
@@ -91,11 +89,7 @@ def _run(network: Network, current, dt, rule: StepRule, surrogate, li_readout: b
                     x, inbox[k] = inbox[k][0], push(inbox[k], arriving)
             if own[k] is not None:
                 x = x + own[k][0] @ layer.recurrent_weights
-            if li_readout and k == last:
-                states[k], v = rule.li(layer.params, states[k], x, dt)
-                spikes = jnp.zeros_like(v)
-            else:
-                states[k], spikes, v = rule.lif(layer.params, states[k], x, dt, surrogate)
+            states[k], spikes, v = rule.lif(layer.params, states[k], x, dt, surrogate)
             if own[k] is not None:
                 own[k] = push(own[k], spikes)
             outs.append((spikes, v))
@@ -106,10 +100,41 @@ def _run(network: Network, current, dt, rule: StepRule, surrogate, li_readout: b
     return outs
 
 
+def _leaky_readout(layer, current, dt, rule: StepRule):
+    """A non-spiking readout ``[T, B, n]`` from its input current for every step. It feeds
+    nothing back, so it runs after the spiking layers, with its input as one matrix
+    product rather than one per step, in a scan that carries only its own state."""
+    batch, n = current.shape[1], layer.size
+    state = (
+        jnp.broadcast_to(layer.params.v_leak, (batch, n)).astype(current.dtype),
+        jnp.zeros((batch, n), current.dtype),
+        jnp.zeros((batch, n), jnp.int32),
+    )
+    _, v = jax.lax.scan(lambda st, x: rule.li(layer.params, st, x, dt), state, current)
+    return v
+
+
+def _shift(x, steps: int):
+    """``x`` ``[T, ...]`` delayed by `steps` steps along time (zeros enter)."""
+    if steps == 0:
+        return x
+    return jnp.concatenate([jnp.zeros_like(x[:steps]), x[:-steps]])[: x.shape[0]]
+
+
 @eqx.filter_jit
 def _simulate(network, train, dt, rule, surrogate, li_readout, record_voltages):
     train = jnp.swapaxes(train, 0, 1)  # time-major inside
-    outs = _run(network, train @ network.layers[0].weights, dt, rule, surrogate, li_readout)
+    layers = network.layers
+    spiking = layers[:-1] if li_readout else layers
+    current = train @ layers[0].weights
+    outs = _run(spiking, current, dt, rule, surrogate) if spiking else ()
+    if li_readout:
+        readout = layers[-1]
+        if spiking:
+            lag = _delay_steps(readout.delay, dt, rule)
+            current = _shift(outs[-1][0] @ readout.weights, lag)
+        v = _leaky_readout(readout, current, dt, rule)
+        outs = (*outs, (jnp.zeros_like(v), v))
     trains = tuple(jnp.swapaxes(s, 0, 1) for s, _ in outs)
     voltages = tuple(jnp.swapaxes(v, 0, 1) if record_voltages else None for _, v in outs)
     return DiscreteResult(trains, voltages, dt)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from ..network import Layer
 from ..neuron import kernel
+from .order import time_order
 from .spike_time import SLOPE_FLOOR
 from .step import Arrivals, LayerState, finish, initial_state, rest_length, step
 
@@ -119,7 +120,7 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
     owner = jnp.where(real, fwd.out_indices, 0)
     rest_end = jnp.where(real, fwd.out_times + rest_length(layer)[owner], jnp.inf)
     rest_valid = real & (rest_end <= t_max)
-    rest_order = jnp.argsort(jnp.where(rest_valid, rest_end, jnp.inf))
+    rest_order = time_order(jnp.where(rest_valid, rest_end, jnp.inf))
     n_rest = jnp.sum(rest_valid).astype(jnp.int32)
     still_resting = jnp.zeros((n,), bool).at[owner].max(real & ~rest_valid)
     rec = layer.recurrent_weights

@@ -13,6 +13,7 @@ from jaxtyping import Array, Bool, Int
 from .._validate import is_concrete
 from ..network import Layer, Network, Spikes
 from .eventprop import eventprop_layer
+from .order import time_order
 from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
 from .step import Arrivals, finish, initial_state, step
 from .ttfs import ttfs_layer
@@ -56,7 +57,7 @@ def layer_arrivals(inputs: Spikes, delay: float, presorted: bool = False) -> Arr
     `presorted`: the spikes come from a layer's record, already in that order."""
     if presorted:
         return Arrivals(inputs.times + delay, inputs.indices)
-    order = jnp.lexsort((inputs.indices, inputs.times))
+    order = time_order(inputs.times, inputs.indices)
     return Arrivals(inputs.times[order] + delay, inputs.indices[order])
 
 

@@ -58,6 +58,13 @@ class SpikeTimeSolver(eqx.Module):
         Callers guarantee ``u0 < theta``. Values only: not differentiated.
         """
 
+    def crosses(self, u0, i0, theta, tau_mem, tau_syn, horizon):
+        """Whether ``u`` reaches ``theta`` within ``[0, horizon]`` (bool, no root found):
+        where a layer has many intervals per neuron, test them all and solve one."""
+        return (u0 >= theta) & (horizon >= 0) | bracket(u0, i0, theta, tau_mem, tau_syn, horizon)[
+            0
+        ]
+
     def check(self, tau_mem, tau_syn, name: str) -> None:
         """Raise ValueError if this solver cannot handle these time constants."""
 
@@ -122,6 +129,15 @@ class QuadraticSolver(SpikeTimeSolver):
             jnp.abs(tau_mem - 2 * tau_syn) <= 1e-9 * tau_mem,
             "must be exactly tau_mem / 2 for QuadraticSolver; use NewtonSolver for other ratios",
         )
+
+    def crosses(self, u0, i0, theta, tau_mem, tau_syn, horizon):
+        # u(x) on x in [x_min, 1]: at x_min, or at the vertex of the parabola when it is a
+        # maximum (I0 > 0) inside the range. Products and comparisons only.
+        x_min = jnp.exp(-jnp.maximum(horizon, 0.0) / tau_mem)
+        b = u0 + i0
+        at_end = (b - i0 * x_min) * x_min >= theta
+        peak = (i0 > 0) & (b >= 2 * i0 * x_min) & (b <= 2 * i0) & (b * b >= 4 * i0 * theta)
+        return (horizon >= 0) & ((u0 >= theta) | at_end | peak)
 
     def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
         a, b, c = -i0, u0 + i0, -theta  # a x^2 + b x + c = 0
