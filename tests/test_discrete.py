@@ -258,3 +258,46 @@ def test_spyx_step_rule_reproduces_spyx_readout_traces(dtype, atol):
     assert got.dtype == dtype
     assert np.abs(ref).max() > 0.5 and np.asarray(res.trains[0]).sum() > batch  # activity
     np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("rule, delay", [(es.SpyxStep(), 0.0), (es.ForwardEuler(), 1e-3)])
+def test_li_readout_value_and_gradient_match_the_split_computation(rule, delay):
+    """The LI readout runs inside the scan when not differentiated and after it (one matrix
+    product) for gradients: both orders give the same voltages and the same gradients."""
+    from eventsnn.discrete.simulate import _split_outputs
+
+    rng = np.random.default_rng(0)
+    weights = (
+        jnp.asarray(rng.normal(0.5, 0.5, (4, 20))),
+        jnp.asarray(rng.normal(0, 0.5, (20, 3))),
+    )
+    train = jnp.asarray((rng.random((8, 40, 4)) < 0.1).astype(float))
+
+    def net_of(w):
+        return es.Network(
+            [
+                es.dense_layer(w[0], tau_mem=10e-3, tau_syn=5e-3),
+                es.dense_layer(w[1], tau_mem=10e-3, tau_syn=5e-3, delay=delay),
+            ]
+        )
+
+    def readout(w, split):
+        if split:
+            outs = _split_outputs(
+                (net_of(w), jnp.swapaxes(train, 0, 1)), 0.5e-3, rule, es.SuperSpike()
+            )
+            return jnp.swapaxes(outs[-1][1], 0, 1)
+        res = es.simulate_discrete(
+            net_of(w), train, dt=0.5e-3, t_max=20e-3, rule=rule, li_readout=True
+        )
+        return res.output_voltage
+
+    def loss(w, split):
+        v = readout(w, split)
+        return jnp.sum(jnp.max(v, axis=1) * jnp.arange(3)) + 1e-3 * jnp.sum(v**2)
+
+    np.testing.assert_allclose(readout(weights, False), readout(weights, True), atol=1e-12)
+    assert float(jnp.max(jnp.abs(readout(weights, False)))) > 0.5  # the readout moves
+    for a, b in zip(jax.grad(loss)(weights, False), jax.grad(loss)(weights, True)):
+        assert float(jnp.max(jnp.abs(a))) > 0
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -45,8 +45,9 @@ def _delay_steps(delay: float, dt: float, rule: StepRule) -> int:
     return rule.lag + int(round(delay / dt))
 
 
-def _run(layers, current, dt, rule: StepRule, surrogate):
-    """The spiking layers in one `lax.scan` over time (one loop, not one per layer).
+def _run(layers, current, dt, rule: StepRule, surrogate, li_readout: bool = False):
+    """The layers in one `lax.scan` over time (one loop, not one per layer); with
+    `li_readout` the last one is a non-spiking leaky integrator.
 
     ``current`` ``[T, B, n_0]`` is the first layer's input current for every step (one
     matrix product outside the loop). Returns per layer spikes and voltages ``[T, B, n]``.
@@ -54,6 +55,7 @@ def _run(layers, current, dt, rule: StepRule, surrogate):
     per-layer buffers for their lag in steps (``rule.lag`` plus the delay).
     """
     batch, dtype = current.shape[1], current.dtype
+    last = len(layers) - 1
 
     def buffer(steps, n):
         return jnp.zeros((steps, batch, n), dtype) if steps > 0 else None
@@ -89,7 +91,11 @@ def _run(layers, current, dt, rule: StepRule, surrogate):
                     x, inbox[k] = inbox[k][0], push(inbox[k], arriving)
             if own[k] is not None:
                 x = x + own[k][0] @ layer.recurrent_weights
-            states[k], spikes, v = rule.lif(layer.params, states[k], x, dt, surrogate)
+            if li_readout and k == last:
+                states[k], v = rule.li(layer.params, states[k], x, dt)
+                spikes = jnp.zeros_like(v)
+            else:
+                states[k], spikes, v = rule.lif(layer.params, states[k], x, dt, surrogate)
             if own[k] is not None:
                 own[k] = push(own[k], spikes)
             outs.append((spikes, v))
@@ -121,20 +127,62 @@ def _shift(x, steps: int):
     return jnp.concatenate([jnp.zeros_like(x[:steps]), x[:-steps]])[: x.shape[0]]
 
 
+def _split_outputs(network_and_train, dt, rule: StepRule, surrogate):
+    """Spikes and voltages ``[T, B, n]`` per layer, the LI readout (last layer) computed
+    after the spiking layers' scan."""
+    network, train = network_and_train
+    layers = network.layers
+    current = train @ layers[0].weights
+    spiking, readout = layers[:-1], layers[-1]
+    outs = _run(spiking, current, dt, rule, surrogate) if spiking else ()
+    if spiking:
+        current = _shift(outs[-1][0] @ readout.weights, _delay_steps(readout.delay, dt, rule))
+    v = _leaky_readout(readout, current, dt, rule)
+    return (*outs, (jnp.zeros_like(v), v))
+
+
+@eqx.filter_custom_vjp
+def _readout_outputs(network_and_train, dt, rule: StepRule, surrogate):
+    """`_split_outputs`, evaluated with the readout inside the scan when not differentiated:
+    the fastest order differs. Forward, one loop beats storing every step's spikes for a
+    matrix product afterwards; backward, per-step products with a 3-wide readout inside
+    the reversed loop cost more than one large product outside it."""
+    network, train = network_and_train
+    current = train @ network.layers[0].weights
+    return _run(network.layers, current, dt, rule, surrogate, li_readout=True)
+
+
+@_readout_outputs.def_fwd
+def _readout_outputs_fwd(perturbed, network_and_train, dt, rule, surrogate):
+    del perturbed
+    outs, pullback = eqx.filter_vjp(
+        lambda d: _split_outputs(d, dt, rule, surrogate), network_and_train
+    )
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), outs)
+    return outs, (pullback, shapes)
+
+
+@_readout_outputs.def_bwd
+def _readout_outputs_bwd(residuals, cotangent, perturbed, network_and_train, dt, rule, surrogate):
+    del perturbed, network_and_train, dt, rule, surrogate
+    pullback, shapes = residuals
+    # Outputs the caller does not use arrive as None: zeros for the pullback.
+    cotangent = jax.tree.map(
+        lambda c, s: jnp.zeros(s.shape, s.dtype) if c is None else c,
+        cotangent,
+        shapes,
+        is_leaf=lambda c: c is None,
+    )
+    return pullback(cotangent)[0]
+
+
 @eqx.filter_jit
 def _simulate(network, train, dt, rule, surrogate, li_readout, record_voltages):
     train = jnp.swapaxes(train, 0, 1)  # time-major inside
-    layers = network.layers
-    spiking = layers[:-1] if li_readout else layers
-    current = train @ layers[0].weights
-    outs = _run(spiking, current, dt, rule, surrogate) if spiking else ()
     if li_readout:
-        readout = layers[-1]
-        if spiking:
-            lag = _delay_steps(readout.delay, dt, rule)
-            current = _shift(outs[-1][0] @ readout.weights, lag)
-        v = _leaky_readout(readout, current, dt, rule)
-        outs = (*outs, (jnp.zeros_like(v), v))
+        outs = _readout_outputs((network, train), dt, rule, surrogate)
+    else:
+        outs = _run(network.layers, train @ network.layers[0].weights, dt, rule, surrogate)
     trains = tuple(jnp.swapaxes(s, 0, 1) for s, _ in outs)
     voltages = tuple(jnp.swapaxes(v, 0, 1) if record_voltages else None for _, v in outs)
     return DiscreteResult(trains, voltages, dt)
