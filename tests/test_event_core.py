@@ -779,3 +779,47 @@ def test_time_order_is_a_stable_lexicographic_sort(k, seed, with_tiebreak):
     )
     want = np.stack([np.lexsort(keys(b)) for b in range(3)])
     np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=20)
+@given(seed=st.integers(0, 2**32 - 1), ratio=st.sampled_from([2.0, 0.6, 3.3]))
+def test_peak_potential_matches_a_fine_grid_and_finite_differences(seed, ratio):
+    """`peak_potential` (the highest u of each neuron under its inputs alone) against the
+    sum of hand-written PSPs on a 0.2 us grid, and its weight gradient against central
+    differences."""
+    from eventsnn.event.simulate import layer_arrivals
+    from eventsnn.event.ttfs import peak_potential
+
+    rng = np.random.default_rng(seed)
+    tau_m = 10e-3
+    tau_s = tau_m / ratio
+    w = rng.normal(0.2, 1.0, (6, 4))
+    times = np.sort(rng.uniform(0, 15e-3, 6))
+
+    def peak(weights):
+        layer = es.dense_layer(weights, tau_mem=tau_m, tau_syn=tau_s)
+        arrivals = layer_arrivals(es.Spikes(jnp.asarray(times), jnp.arange(6)), 0.0)
+        return peak_potential(layer, arrivals, T_MAX)
+
+    grid = np.arange(0, T_MAX, 2e-7)  # plus the arrival times, where kinks sit
+    grid = np.sort(np.concatenate([grid, times]))
+    lag = grid[:, None] - times[None, :]
+    psp = np.where(
+        lag >= 0, tau_s / (tau_s - tau_m) * (np.exp(-lag / tau_s) - np.exp(-lag / tau_m)), 0.0
+    )
+    u = psp @ w  # [grid, neurons]
+    want = np.maximum(u.max(axis=0), 0.0)  # u = 0 at rest before the first input
+    got = np.asarray(peak(jnp.asarray(w)))
+    # The grid can only miss the top, by at most |du/dt| (< 300/s here) times half a step.
+    assert np.all(got >= want - 1e-12) and np.all(got <= want + 3e-5), (got, want)
+
+    g = np.asarray(jax.grad(lambda x: jnp.sum(peak(x) * jnp.arange(1.0, 5.0)))(jnp.asarray(w)))
+    h = 1e-6
+    for i, j in [(0, 0), (3, 2), (5, 3)]:
+        d = np.zeros_like(w)
+        d[i, j] = h
+        fd = (
+            float(jnp.sum(peak(jnp.asarray(w + d)) * jnp.arange(1.0, 5.0)))
+            - float(jnp.sum(peak(jnp.asarray(w - d)) * jnp.arange(1.0, 5.0)))
+        ) / (2 * h)
+        np.testing.assert_allclose(g[i, j], fd, rtol=1e-5, atol=1e-8)

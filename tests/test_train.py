@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from eventsnn import classify
 from eventsnn import loss as L
 from eventsnn.classify import ClassifierConfig
 from eventsnn.datasets import two_d
@@ -131,9 +132,38 @@ def test_same_seed_same_run(tmp_path):
 def test_yinyang_learns(engine):
     """A few epochs on a subset: accuracy well above chance (1/3)."""
     grad = "eventprop" if engine == "event" else "surrogate"
-    model = dataclasses.replace(SMALL, engine=engine, grad=grad, hidden=60)
+    extra = {"peak_push": 1.0} if engine == "event" else {}  # the Yin-Yang task's setting
+    model = dataclasses.replace(SMALL, engine=engine, grad=grad, hidden=60, **extra)
     res = run_point_task("yinyang", model, TrainConfig(epochs=8, seed=0), train_samples=2000)
     assert res["test_accuracy"] > 0.5, res["test_accuracy"]
+
+
+def test_silent_label_peak_hinge_raises_silent_label_neurons():
+    """Output weights too weak for any output spike: the hinge is positive, its gradient
+    raises the label neurons' peak voltage (the hinge falls), and it vanishes where the
+    label neuron spikes."""
+    from eventsnn.tasks import load_splits
+
+    cfg = dataclasses.replace(SMALL, hidden=30, peak_push=1.0)
+    points, labels = load_splits("yinyang")["train"]
+    x, y = classify.encode(points[:32], cfg), jnp.asarray(labels[:32])
+    params = classify.init_params(jax.random.PRNGKey(0), cfg)
+    weak = (params[0], 0.3 * params[1] - 0.1)
+
+    def hinge(p):
+        scores, res = classify.outputs(p, x, cfg)
+        return classify.silent_label_peak_hinge(p, res.layers[0], scores, y, cfg)
+
+    scores, _ = classify.outputs(weak, x, cfg)
+    assert not np.any(np.isfinite(np.asarray(scores)))  # all silent
+    h0, g = jax.value_and_grad(hinge)(weak)
+    assert float(h0) > 0.1
+    stepped = jax.tree.map(lambda p, d: p - 0.05 * d / jnp.linalg.norm(d), weak, g)
+    assert float(hinge(stepped)) < float(h0) - 1e-3
+    strong = (params[0], params[1] + 3.0)
+    scores, _ = classify.outputs(strong, x, cfg)
+    assert np.all(np.isfinite(np.asarray(scores)))  # every label neuron spikes
+    assert float(hinge(strong)) == 0.0
 
 
 def test_runner_help_and_bad_combination():

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 
 from .discrete.simulate import simulate_discrete
 from .encode import max_voltage
-from .event.simulate import simulate
+from .event.simulate import layer_arrivals, simulate
 from .event.spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
+from .event.ttfs import peak_potential
 from .loss import (
     early_label_regulariser,
     first_spike_cross_entropy,
@@ -57,6 +58,7 @@ class ClassifierConfig:
     reg_alpha: float = 3e-3  # early-label regulariser weight
     reg_tau: float = 20e-3
     silent_push: float = 0.1  # weight of `silent_neuron_push` (per layer)
+    peak_push: float = 0.0  # weight of a hinge raising a silent label neuron's peak voltage
     w_hidden: tuple[float, float] = (1.2, 1.0)  # init mean, std of the parameters
     w_out: tuple[float, float] = (0.5, 0.5)
     readout: str = "max"  # discrete engine: logits = max ("max") or mean ("mean") of V
@@ -166,7 +168,12 @@ def loss_and_correct(params, inputs: Spikes, labels, cfg: ClassifierConfig, key=
     scores, res = outputs(params, inputs, cfg)
     if cfg.engine == "event":
         hidden = res.layers[0].first_times(cfg.hidden)
-        return first_spike_loss(params, inputs, hidden, scores, labels, cfg)
+        loss, correct = first_spike_loss(params, inputs, hidden, scores, labels, cfg)
+        if cfg.peak_push > 0:
+            loss = loss + cfg.peak_push * silent_label_peak_hinge(
+                params, res.layers[0], scores, labels, cfg
+            )
+        return loss, correct
     loss = voltage_cross_entropy(scores, labels)
     return loss, jnp.sum(jnp.argmax(scores, axis=-1) == labels)
 
@@ -191,6 +198,23 @@ def first_spike_loss(params, inputs: Spikes, hidden_times, output_times, labels,
         + silent_neuron_push(params[1], hidden_fired, label_silent)
     )
     return loss, jnp.sum(first_spike_prediction(output_times) == labels)
+
+
+def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
+    """Mean over the batch of ``relu(1 - u_peak / theta)`` of label neurons that stayed
+    silent, ``u_peak`` their highest potential under the hidden spikes: a true gradient
+    that raises them to threshold (a silent neuron has no spike time to differentiate)."""
+    layer = network(params, cfg).layers[1]
+    theta = layer.params.v_th - layer.params.v_leak
+
+    def one(h: Spikes):
+        arrivals = layer_arrivals(h, layer.delay, presorted=True)
+        return peak_potential(layer, arrivals, cfg.t_max)
+
+    peak = jax.vmap(one)(hidden)  # [batch, classes]
+    label_peak = jnp.take_along_axis(peak / theta, labels[:, None], axis=-1)[:, 0]
+    silent = ~jnp.isfinite(jnp.take_along_axis(output_times, labels[:, None], axis=-1)[:, 0])
+    return jnp.mean(jnp.where(silent, jax.nn.relu(1.0 - label_peak), 0.0))
 
 
 def predict(weights, inputs: Spikes, cfg: ClassifierConfig):

@@ -5,13 +5,15 @@ first threshold crossing under its inputs alone, and the event loop is unnecessa
 the arrivals sorted, ``t_1 <= ... <= t_K``, the state just after the k-th arrival follows
 from the (k-1)-th by the affine map ``x -> Phi(t_k - t_(k-1)) x + (0, w_k)``: one scan
 over the K arrivals, each step a vector operation over all neurons (and, under vmap, the
-batch), with no threshold tests or branches in it. The crossing on each interval
-``[t_k, t_(k+1))`` is then solved for every k and every neuron at once, and the earliest
-one is the spike. O(K n) work. Differentiable by autodiff: each crossing carries its
+batch), with no threshold tests or branches in it. A closed-form test (`crosses`: no root
+finding) then marks every interval ``[t_k, t_(k+1))`` on which each neuron reaches
+threshold; the first marked interval holds the spike, and only that crossing is solved,
+for all neurons at once. O(K n) work. Differentiable by autodiff: the crossing carries its
 implicit-function derivative, so gradients are exact (the same as the analytic method's).
 
 (An associative scan of the maps gives the same states in log K depth, but on CPU, for the
-K <= a few hundred arrivals of a layer, the plain scan is twice as fast.)
+K <= a few hundred arrivals of a layer, the plain scan is faster; solving only the first
+crossing interval instead of all K + 1 made forward+gradient 1.6-1.8x faster.)
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ import jax
 import jax.numpy as jnp
 
 from ..network import Layer, Spikes
-from ..neuron import kernel
+from ..neuron import extremum_time, kernel, propagate
 from .order import time_order
 from .spike_time import SLOPE_FLOOR, first_crossing
 from .step import Arrivals
 
 
-def _first_spikes(weights, params, times, sources, t_max, solver, differentiable=True):
-    """``[n]`` first spike time of every neuron (inf if none) from sorted arrivals."""
+def _interval_states(weights, params, times, sources, t_max):
+    """State ``(u, I)`` ``[K+1, n]`` at the start of every interval between sorted arrivals
+    (interval 0 starts at time 0, at rest), the start times ``[K+1, 1]``, the lengths
+    ``[K+1, n]`` (cut at `t_max`; -1 where the interval does not exist) and which exist."""
     p = params
     real = jnp.isfinite(times) & (times <= t_max)
     src = jnp.where(real, sources, 0)
@@ -55,6 +59,13 @@ def _first_spikes(weights, params, times, sources, t_max, solver, differentiable
     open_ = jnp.isfinite(start)[:, None]
     start_safe = jnp.where(open_, start[:, None], 0.0)
     horizon = jnp.where(open_, jnp.minimum(end, t_max)[:, None] - start_safe, -1.0)
+    return u, i, start_safe, horizon, open_
+
+
+def _first_spikes(weights, params, times, sources, t_max, solver, differentiable=True):
+    """``[n]`` first spike time of every neuron (inf if none) from sorted arrivals."""
+    p = params
+    u, i, start_safe, horizon, open_ = _interval_states(weights, params, times, sources, t_max)
     # Test every interval, then solve only each neuron's first crossing interval.
     theta = p.v_th - p.v_leak
     crosses = solver.crosses(u, i, theta, p.tau_mem, p.tau_syn, horizon) & open_
@@ -111,6 +122,25 @@ def _adjoint_bwd(solver, residuals, g):
 
 
 _first_spikes_adjoint.defvjp(_adjoint_fwd, _adjoint_bwd)
+
+
+def peak_potential(layer: Layer, arrivals: Arrivals, t_max):
+    """``[n]`` highest ``u = V - v_leak`` each neuron of a feed-forward layer reaches within
+    ``[0, t_max]`` under its inputs alone (as if it never spiked): on every interval, the
+    larger of its ends and its extremum. Differentiable by autodiff; where the maximum sits
+    carries no gradient (at an interior maximum du/dt = 0), so only the states do."""
+    p = layer.params
+    u, i, _, horizon, open_ = _interval_states(
+        layer.weights, p, arrivals.times, arrivals.sources, t_max
+    )
+    length = jax.lax.stop_gradient(jnp.maximum(horizon, 0.0))
+    t_e = jax.lax.stop_gradient(
+        jnp.clip(extremum_time(u, i, p.tau_mem, p.tau_syn), 0.0, length)
+    )
+    at_extremum = propagate(u, i, t_e, p.tau_mem, p.tau_syn)[0]
+    at_end = propagate(u, i, length, p.tau_mem, p.tau_syn)[0]
+    peak = jnp.maximum(jnp.maximum(u, at_extremum), at_end)
+    return jnp.max(jnp.where(open_, peak, -jnp.inf), axis=0)
 
 
 def ttfs_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver, adjoint=False):
