@@ -132,7 +132,7 @@ def test_same_seed_same_run(tmp_path):
 def test_yinyang_learns(engine):
     """A few epochs on a subset: accuracy well above chance (1/3)."""
     grad = "eventprop" if engine == "event" else "surrogate"
-    extra = {"peak_push": 1.0} if engine == "event" else {}  # the Yin-Yang task's setting
+    extra = {"peak_push": 1.0} if engine == "event" else {}  # learning with the hinge on
     model = dataclasses.replace(SMALL, engine=engine, grad=grad, hidden=60, **extra)
     res = run_point_task("yinyang", model, TrainConfig(epochs=8, seed=0), train_samples=2000)
     assert res["test_accuracy"] > 0.5, res["test_accuracy"]
