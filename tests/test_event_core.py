@@ -338,13 +338,13 @@ def check_ttfs_path(case, solver=None):
         np.testing.assert_allclose(a.times, b.times, rtol=0, atol=1e-12)
 
 
-@settings(max_examples=40)
+@settings(max_examples=25)
 @given(case=cases(structures=FEED_FORWARD))
 def test_parallel_ttfs_path_matches_reference_and_event_loop(case):
     check_ttfs_path(case)
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(case=cases(structures=FEED_FORWARD, ratio_modes=("2",)))
 def test_parallel_ttfs_path_with_quadratic_solver(case):
     check_ttfs_path(case, es.QuadraticSolver())
@@ -781,7 +781,7 @@ def test_time_order_is_a_stable_lexicographic_sort(k, seed, with_tiebreak):
     np.testing.assert_array_equal(got, want)
 
 
-@settings(max_examples=20)
+@settings(max_examples=10)
 @given(seed=st.integers(0, 2**32 - 1), ratio=st.sampled_from([2.0, 0.6, 3.3]))
 def test_peak_potential_matches_a_fine_grid_and_finite_differences(seed, ratio):
     """`peak_potential` (the highest u of each neuron under its inputs alone) against the
