@@ -796,9 +796,9 @@ def test_peak_potential_matches_a_fine_grid_and_finite_differences(seed, ratio):
     w = rng.normal(0.2, 1.0, (6, 4))
     times = np.sort(rng.uniform(0, 15e-3, 6))
 
-    def peak(weights):
+    def peak(weights, t=times):
         layer = es.dense_layer(weights, tau_mem=tau_m, tau_syn=tau_s)
-        arrivals = layer_arrivals(es.Spikes(jnp.asarray(times), jnp.arange(6)), 0.0)
+        arrivals = layer_arrivals(es.Spikes(jnp.asarray(t), jnp.arange(6)), 0.0)
         return peak_potential(layer, arrivals, T_MAX)
 
     grid = np.arange(0, T_MAX, 2e-7)  # plus the arrival times, where kinks sit
@@ -823,3 +823,17 @@ def test_peak_potential_matches_a_fine_grid_and_finite_differences(seed, ratio):
             - float(jnp.sum(peak(jnp.asarray(w - d)) * jnp.arange(1.0, 5.0)))
         ) / (2 * h)
         np.testing.assert_allclose(g[i, j], fd, rtol=1e-5, atol=1e-8)
+    # ... and in the input times (a peak at an arrival moves with it)
+    coef = jnp.arange(1.0, 5.0)
+    g_t = np.asarray(
+        jax.grad(lambda t: jnp.sum(peak(jnp.asarray(w), t) * coef))(jnp.asarray(times))
+    )
+    h = 1e-9
+    for k in range(6):
+        d = np.zeros(6)
+        d[k] = h
+        fd = (
+            float(jnp.sum(peak(jnp.asarray(w), times + d) * coef))
+            - float(jnp.sum(peak(jnp.asarray(w), times - d) * coef))
+        ) / (2 * h)
+        np.testing.assert_allclose(g_t[k], fd, rtol=1e-4, atol=1e-3)

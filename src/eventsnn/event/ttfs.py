@@ -127,17 +127,19 @@ _first_spikes_adjoint.defvjp(_adjoint_fwd, _adjoint_bwd)
 def peak_potential(layer: Layer, arrivals: Arrivals, t_max):
     """``[n]`` highest ``u = V - v_leak`` each neuron of a feed-forward layer reaches within
     ``[0, t_max]`` under its inputs alone (as if it never spiked): on every interval, the
-    larger of its ends and its extremum. Differentiable by autodiff; where the maximum sits
-    carries no gradient (at an interior maximum du/dt = 0), so only the states do."""
+    larger of its ends and its extremum. Differentiable by autodiff; an interior maximum's
+    location carries no gradient (du/dt = 0 there), an interval end's does (it is the next
+    arrival's time)."""
     p = layer.params
     u, i, _, horizon, open_ = _interval_states(
         layer.weights, p, arrivals.times, arrivals.sources, t_max
     )
-    length = jax.lax.stop_gradient(jnp.maximum(horizon, 0.0))
-    t_e = jax.lax.stop_gradient(
-        jnp.clip(extremum_time(u, i, p.tau_mem, p.tau_syn), 0.0, length)
-    )
-    at_extremum = propagate(u, i, t_e, p.tau_mem, p.tau_syn)[0]
+    length = jnp.maximum(horizon, 0.0)
+    t_e = jax.lax.stop_gradient(jnp.clip(extremum_time(u, i, p.tau_mem, p.tau_syn), 0.0, length))
+    # Interior extrema only: one clipped to an end would tie with that end and halve the
+    # gradient the end carries through its time.
+    interior = (t_e > 0) & (t_e < length)
+    at_extremum = jnp.where(interior, propagate(u, i, t_e, p.tau_mem, p.tau_syn)[0], -jnp.inf)
     at_end = propagate(u, i, length, p.tau_mem, p.tau_syn)[0]
     peak = jnp.maximum(jnp.maximum(u, at_extremum), at_end)
     return jnp.max(jnp.where(open_, peak, -jnp.inf), axis=0)
