@@ -44,6 +44,7 @@ class Spikes(eqx.Module):
 
         Differentiable: the gradient flows to the earliest spike of each neuron.
         """
+
         def one(times, indices):  # a scatter-min: O(k), not the O(n k) of a comparison
             idx = jnp.where(indices >= 0, indices, n)  # padding: out of range, dropped
             return jnp.full((n,), jnp.inf, times.dtype).at[idx].min(times, mode="drop")

@@ -157,7 +157,8 @@ def fit(
     n = labels.shape[0]
     n_batches = n // cfg.batch_size
     opt = optimizer(cfg, n_batches)
-    state = (params, opt.init(params), params)  # weights, optimiser, weights evaluated
+    # weights, optimiser state, and their moving average (None when not averaging)
+    state = (params, opt.init(params), None if cfg.average is None else params)
     history = History([])
     meta = json.loads(json.dumps({"train": asdict(cfg), **(meta or {})}))  # as stored
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint.npz"
@@ -180,7 +181,8 @@ def fit(
             )
             updates, o = opt.update(g, o, p)
             p = optax.apply_updates(p, updates)
-            avg = p if cfg.average is None else optax.incremental_update(p, avg, 1 - cfg.average)
+            if avg is not None:
+                avg = optax.incremental_update(p, avg, 1 - cfg.average)
             return (p, o, avg), (loss, correct)
 
         step_keys = jax.random.split(jax.random.fold_in(key, 1), n_batches)
@@ -198,11 +200,17 @@ def fit(
             "epoch": e + 1,
             "train_loss": loss,
             "train_accuracy": float(acc),
-            "val_accuracy": float(evaluate(state[2])),
+            "val_accuracy": float(evaluate(_evaluated(state))),
             "epoch_seconds": seconds,
         }
         end_epoch(record, state, history, progress, ckpt, meta, metrics_path)
-    return state[2], history
+    return _evaluated(state), history
+
+
+def _evaluated(state):
+    """The weights a run evaluates and returns: the moving average if kept, else the last."""
+    params, _, average = state
+    return params if average is None else average
 
 
 def end_epoch(record: dict, state, history: History, progress, ckpt, meta, metrics_path):

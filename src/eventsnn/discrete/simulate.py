@@ -45,6 +45,16 @@ def _delay_steps(delay: float, dt: float, rule: StepRule) -> int:
     return rule.lag + int(round(delay / dt))
 
 
+def _rest_state(layer, batch: int, dtype):
+    """``(V, I, refractory steps)`` ``[batch, n]`` of a layer at rest."""
+    n = layer.size
+    return (
+        jnp.broadcast_to(layer.params.v_leak, (batch, n)).astype(dtype),
+        jnp.zeros((batch, n), dtype),
+        jnp.zeros((batch, n), jnp.int32),
+    )
+
+
 def _run(layers, current, dt, rule: StepRule, surrogate, li_readout: bool = False):
     """The layers in one `lax.scan` over time (one loop, not one per layer); with
     `li_readout` the last one is a non-spiking leaky integrator.
@@ -63,13 +73,7 @@ def _run(layers, current, dt, rule: StepRule, surrogate, li_readout: bool = Fals
     states, inbox, own = [], [], []
     for k, layer in enumerate(layers):
         n = layer.size
-        states.append(
-            (
-                jnp.broadcast_to(layer.params.v_leak, (batch, n)).astype(dtype),
-                jnp.zeros((batch, n), dtype),
-                jnp.zeros((batch, n), jnp.int32),
-            )
-        )
+        states.append(_rest_state(layer, batch, dtype))
         inbox.append(buffer(_delay_steps(layer.delay, dt, rule), n) if k else None)
         # A spike cannot reach its own neuron within its step.
         own_lag = max(_delay_steps(layer.delay, dt, rule), 1)
@@ -110,12 +114,7 @@ def _leaky_readout(layer, current, dt, rule: StepRule):
     """A non-spiking readout ``[T, B, n]`` from its input current for every step. It feeds
     nothing back, so it runs after the spiking layers, with its input as one matrix
     product rather than one per step, in a scan that carries only its own state."""
-    batch, n = current.shape[1], layer.size
-    state = (
-        jnp.broadcast_to(layer.params.v_leak, (batch, n)).astype(current.dtype),
-        jnp.zeros((batch, n), current.dtype),
-        jnp.zeros((batch, n), jnp.int32),
-    )
+    state = _rest_state(layer, current.shape[1], current.dtype)
     _, v = jax.lax.scan(lambda st, x: rule.li(layer.params, st, x, dt), state, current)
     return v
 

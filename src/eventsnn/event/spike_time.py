@@ -61,9 +61,8 @@ class SpikeTimeSolver(eqx.Module):
     def crosses(self, u0, i0, theta, tau_mem, tau_syn, horizon):
         """Whether ``u`` reaches ``theta`` within ``[0, horizon]`` (bool, no root found):
         where a layer has many intervals per neuron, test them all and solve one."""
-        return (u0 >= theta) & (horizon >= 0) | bracket(u0, i0, theta, tau_mem, tau_syn, horizon)[
-            0
-        ]
+        found = bracket(u0, i0, theta, tau_mem, tau_syn, horizon)[0]
+        return found | ((u0 >= theta) & (horizon >= 0))
 
     def check(self, tau_mem, tau_syn, name: str) -> None:
         """Raise ValueError if this solver cannot handle these time constants."""
