@@ -110,6 +110,12 @@ def _run(layers, current, dt, rule: StepRule, surrogate, li_readout: bool = Fals
     return outs
 
 
+def _project(x, weights):
+    """``x @ weights`` for ``x`` ``[T, B, n]``, as one 2-D matrix product: XLA's CPU dot
+    handles the 3-D contraction, and its transposes in the backward, much more slowly."""
+    return (x.reshape(-1, x.shape[-1]) @ weights).reshape(*x.shape[:-1], weights.shape[-1])
+
+
 def _leaky_readout(layer, current, dt, rule: StepRule):
     """A non-spiking readout ``[T, B, n]`` from its input current for every step. It feeds
     nothing back, so it runs after the spiking layers, with its input as one matrix
@@ -131,11 +137,13 @@ def _split_outputs(network_and_train, dt, rule: StepRule, surrogate):
     after the spiking layers' scan."""
     network, train = network_and_train
     layers = network.layers
-    current = train @ layers[0].weights
+    current = _project(train, layers[0].weights)
     spiking, readout = layers[:-1], layers[-1]
     outs = _run(spiking, current, dt, rule, surrogate) if spiking else ()
     if spiking:
-        current = _shift(outs[-1][0] @ readout.weights, _delay_steps(readout.delay, dt, rule))
+        current = _shift(
+            _project(outs[-1][0], readout.weights), _delay_steps(readout.delay, dt, rule)
+        )
     v = _leaky_readout(readout, current, dt, rule)
     return (*outs, (jnp.zeros_like(v), v))
 
@@ -147,7 +155,7 @@ def _readout_outputs(network_and_train, dt, rule: StepRule, surrogate):
     matrix product afterwards; backward, per-step products with a 3-wide readout inside
     the reversed loop cost more than one large product outside it."""
     network, train = network_and_train
-    current = train @ network.layers[0].weights
+    current = _project(train, network.layers[0].weights)
     return _run(network.layers, current, dt, rule, surrogate, li_readout=True)
 
 
@@ -181,7 +189,9 @@ def _simulate(network, train, dt, rule, surrogate, li_readout, record_voltages):
     if li_readout:
         outs = _readout_outputs((network, train), dt, rule, surrogate)
     else:
-        outs = _run(network.layers, train @ network.layers[0].weights, dt, rule, surrogate)
+        outs = _run(
+            network.layers, _project(train, network.layers[0].weights), dt, rule, surrogate
+        )
     trains = tuple(jnp.swapaxes(s, 0, 1) for s, _ in outs)
     voltages = tuple(jnp.swapaxes(v, 0, 1) if record_voltages else None for _, v in outs)
     return DiscreteResult(trains, voltages, dt)
