@@ -322,13 +322,12 @@ def _window(net: SparseNetwork, budgets, carry, w):
         c_i = wt * jnp.exp(-(t1 - ta) / ts_a)
         before_rest = ta <= r_table[tgt]  # lands while V is held: only I(rest end) sees it
         c_u = jnp.where(before_rest, 0.0, wt * kernel(t1 - ta, tm_a, ts_a))
-        parts = jnp.stack(
-            [c_i, jnp.where(before_rest, c_i, 0.0), c_u, jnp.maximum(wt, 0.0)], axis=-1
-        )
-        return acc.at[tgt].add(parts)
+        parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, jnp.maximum(wt, 0.0))
+        return tuple(a.at[tgt].add(x) for a, x in zip(acc, parts))
 
     n_chunks = (n_buf + b_spk - 1) // b_spk
-    acc = jax.lax.fori_loop(0, n_chunks, push, jnp.zeros((n + 1, 4), dtype))[:n]
+    acc = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
+    acc = jnp.stack([a[:n] for a in acc], axis=1)
 
     # 2. Superposed end state (exact for neurons that do not spike) and the spike bound.
     u0 = v - p.v_leak
