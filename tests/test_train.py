@@ -166,6 +166,35 @@ def test_silent_label_peak_hinge_raises_silent_label_neurons():
     assert float(hinge(strong)) == 0.0
 
 
+@pytest.mark.parametrize("engine", ["event", "discrete"])
+def test_output_populations_reduce_to_their_class(engine):
+    """With two output neurons per class, a class scores its earliest spike (event) or
+    largest voltage (discrete): a copy of each output neuron next to it changes no loss,
+    count or prediction; a copy made stronger takes the class over."""
+    from eventsnn.tasks import load_splits
+
+    grad = "eventprop" if engine == "event" else "surrogate"
+    one = dataclasses.replace(SMALL, engine=engine, grad=grad, peak_push=1.0)
+    two = dataclasses.replace(one, outputs_per_class=2)
+    assert two.n_out == 6
+    points, labels = load_splits("yinyang")["train"]
+    x, y = classify.encode(points[:64], one), jnp.asarray(labels[:64])
+    w1, w2 = classify.init_params(jax.random.PRNGKey(1), one)
+    copied = (w1, jnp.repeat(w2, 2, axis=1))  # class-major: [c0, c0, c1, c1, c2, c2]
+    loss_one, n_one = classify.loss_and_correct((w1, w2), x, y, one)
+    loss_two, n_two = classify.loss_and_correct(copied, x, y, two)
+    np.testing.assert_allclose(loss_two, loss_one, rtol=1e-6)
+    assert int(n_two) == int(n_one)
+    np.testing.assert_array_equal(
+        classify.predict(copied, x, two), classify.predict((w1, w2), x, one)
+    )
+    # Class 2's second neuron alone made much stronger: class 2 wins every sample.
+    boosted = (w1, copied[1].at[:, 5].add(5.0))
+    assert np.all(np.asarray(classify.predict(boosted, x, two)) == 2)
+    with pytest.raises(ValueError, match="outputs_per_class"):
+        dataclasses.replace(one, outputs_per_class=0).check()
+
+
 def test_runner_help_and_bad_combination():
     out = subprocess.run(
         [sys.executable, "-m", "tasks.yinyang", "--help"],

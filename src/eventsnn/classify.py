@@ -44,6 +44,7 @@ class ClassifierConfig:
     n_in: int = 5
     hidden: int = 200
     n_classes: int = 3
+    outputs_per_class: int = 1  # output neurons per class; a class's time is its earliest
     tau_mem: float = 12e-3
     tau_syn: float = 6e-3
     v_th: float = 1.0
@@ -64,7 +65,16 @@ class ClassifierConfig:
     readout: str = "max"  # discrete engine: logits = max ("max") or mean ("mean") of V
     time_noise: float = 0.0  # std (s) of Gaussian jitter on input times during training
 
+    @property
+    def n_out(self) -> int:
+        """Output neurons: ``outputs_per_class`` per class, class-major."""
+        return self.n_classes * self.outputs_per_class
+
     def check(self) -> None:
+        if not (isinstance(self.outputs_per_class, int) and self.outputs_per_class >= 1):
+            raise ValueError(
+                f"outputs_per_class must be a positive integer, got {self.outputs_per_class!r}."
+            )
         combos = {"event": ("eventprop", "analytic"), "discrete": ("surrogate",)}
         if self.engine not in combos:
             raise ValueError(f"engine must be 'event' or 'discrete', got {self.engine!r}.")
@@ -98,7 +108,7 @@ def init_params(key, cfg: ClassifierConfig):
     k1, k2 = jax.random.split(key)
     (m1, s1), (m2, s2) = cfg.w_hidden, cfg.w_out
     theta1 = m1 + s1 * jax.random.normal(k1, (cfg.n_in, cfg.hidden))
-    theta2 = m2 + s2 * jax.random.normal(k2, (cfg.hidden, cfg.n_classes))
+    theta2 = m2 + s2 * jax.random.normal(k2, (cfg.hidden, cfg.n_out))
     return (theta1, theta2)
 
 
@@ -115,7 +125,7 @@ def network(params, cfg: ClassifierConfig) -> Network:
     return Network(
         [
             Layer(w1, LIFParams(cfg.hidden, dtype=w1.dtype, **lif), single_spike=single),
-            Layer(w2, LIFParams(cfg.n_classes, dtype=w2.dtype, **lif), single_spike=single),
+            Layer(w2, LIFParams(cfg.n_out, dtype=w2.dtype, **lif), single_spike=single),
         ]
     )
 
@@ -135,8 +145,16 @@ def encode(points, cfg: ClassifierConfig) -> Spikes:
     return Spikes(times, idx)
 
 
+def class_scores(scores, cfg: ClassifierConfig):
+    """Output-neuron scores ``[batch, n_out]`` to class scores ``[batch, classes]``: the
+    earliest first spike of each class's neurons (event engine) or their largest voltage."""
+    grouped = scores.reshape(*scores.shape[:-1], cfg.n_classes, cfg.outputs_per_class)
+    return jnp.min(grouped, axis=-1) if cfg.engine == "event" else jnp.max(grouped, axis=-1)
+
+
 def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
-    """Per-class scores ``[batch, classes]``: first spike times (event) or max voltage."""
+    """Per-output-neuron scores ``[batch, n_out]``: first spike times (event) or max (or
+    mean) voltage; `class_scores` reduces them to classes."""
     net = network(weights, cfg)
     if cfg.engine == "event":
         # The parallel TTFS path; backward by EventProp's adjoint in closed form
@@ -145,13 +163,13 @@ def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
             net,
             inputs,
             t_max=cfg.t_max,
-            max_spikes=(cfg.hidden, cfg.n_classes),
+            max_spikes=(cfg.hidden, cfg.n_out),
             solver=solver_for(cfg),
             method=cfg.grad,
             fast_ttfs=True,
             check_overflow=False,
         )
-        return res.output.first_times(cfg.n_classes), res
+        return res.output.first_times(cfg.n_out), res
     res = simulate_discrete(net, inputs, dt=cfg.dt, t_max=cfg.t_max, li_readout=True)
     v = res.output_voltage  # [batch, steps, classes]
     if cfg.readout == "mean":
@@ -174,30 +192,32 @@ def loss_and_correct(params, inputs: Spikes, labels, cfg: ClassifierConfig, key=
                 params, res.layers[0], scores, labels, cfg
             )
         return loss, correct
+    scores = class_scores(scores, cfg)
     loss = voltage_cross_entropy(scores, labels)
     return loss, jnp.sum(jnp.argmax(scores, axis=-1) == labels)
 
 
 def first_spike_loss(params, inputs: Spikes, hidden_times, output_times, labels, cfg):
     """The time-to-first-spike loss and the number of correct predictions, from the first
-    spike times of the hidden ``[batch, hidden]`` and output ``[batch, classes]`` layers
-    (simulated, or recorded on hardware): cross-entropy over ``-t/tau``, the early-label
-    regulariser, and pushes that revive a silent label neuron and hidden neurons dead on
-    the batch."""
-    loss = first_spike_cross_entropy(output_times, labels, t_max=cfg.t_max, tau=cfg.loss_tau)
+    spike times of the hidden ``[batch, hidden]`` and output ``[batch, n_out]`` layers
+    (simulated, or recorded on hardware): cross-entropy over ``-t/tau`` of the class times,
+    the early-label regulariser, and pushes that revive the neurons of a silent label and
+    hidden neurons dead on the batch."""
+    class_times = class_scores(output_times, cfg)
+    loss = first_spike_cross_entropy(class_times, labels, t_max=cfg.t_max, tau=cfg.loss_tau)
     loss = loss + cfg.reg_alpha * early_label_regulariser(
-        output_times, labels, t_max=cfg.t_max, tau=cfg.reg_tau
+        class_times, labels, t_max=cfg.t_max, tau=cfg.reg_tau
     )
     in_fired = jnp.isfinite(inputs.times) & (inputs.times <= cfg.t_max)
     hidden_fired = jnp.isfinite(hidden_times)
     dead = jnp.broadcast_to(~jnp.any(hidden_fired, axis=0), hidden_fired.shape)
     onehot = jax.nn.one_hot(labels, cfg.n_classes, dtype=bool)
-    label_silent = onehot & ~jnp.isfinite(output_times)
+    label_silent = jnp.repeat(onehot & ~jnp.isfinite(class_times), cfg.outputs_per_class, -1)
     loss = loss + cfg.silent_push * (
         silent_neuron_push(params[0], in_fired, dead)
         + silent_neuron_push(params[1], hidden_fired, label_silent)
     )
-    return loss, jnp.sum(first_spike_prediction(output_times) == labels)
+    return loss, jnp.sum(first_spike_prediction(class_times) == labels)
 
 
 def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
@@ -211,14 +231,16 @@ def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
         arrivals = layer_arrivals(h, layer.delay, presorted=True)
         return peak_potential(layer, arrivals, cfg.t_max)
 
-    peak = jax.vmap(one)(hidden)  # [batch, classes]
-    label_peak = jnp.take_along_axis(peak / theta, labels[:, None], axis=-1)[:, 0]
-    silent = ~jnp.isfinite(jnp.take_along_axis(output_times, labels[:, None], axis=-1)[:, 0])
+    peak = jax.vmap(one)(hidden) / theta  # [batch, n_out]
+    peak = jnp.max(peak.reshape(-1, cfg.n_classes, cfg.outputs_per_class), axis=-1)
+    label_peak = jnp.take_along_axis(peak, labels[:, None], axis=-1)[:, 0]
+    class_times = class_scores(output_times, cfg)
+    silent = ~jnp.isfinite(jnp.take_along_axis(class_times, labels[:, None], axis=-1)[:, 0])
     return jnp.mean(jnp.where(silent, jax.nn.relu(1.0 - label_peak), 0.0))
 
 
 def predict(weights, inputs: Spikes, cfg: ClassifierConfig):
-    scores, _ = outputs(weights, inputs, cfg)
+    scores = class_scores(outputs(weights, inputs, cfg)[0], cfg)
     if cfg.engine == "event":
         return first_spike_prediction(scores)
     return jnp.argmax(scores, axis=-1)

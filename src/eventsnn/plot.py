@@ -85,7 +85,7 @@ def task_plots(directory: Path, weights, cfg, splits, history) -> list[Path]:
 
         _, res = classify.outputs(weights, x, cfg)
         records = [trains_to_spikes(t[0], cfg.dt, 512)[0] for t in res.trains]
-    raster(ax, records, (cfg.hidden, cfg.n_classes), cfg.t_max)
+    raster(ax, records, (cfg.hidden, cfg.n_out), cfg.t_max)
     paths.append(_save(fig, directory / "raster.png", plt))
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))

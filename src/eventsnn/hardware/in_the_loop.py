@@ -122,11 +122,11 @@ class HardwareSetup:
 
     def placement(self, cfg):
         h = np.arange(self.first_neuron, self.first_neuron + cfg.hidden)
-        return h, np.arange(h[-1] + 1, h[-1] + 1 + cfg.n_classes)
+        return h, np.arange(h[-1] + 1, h[-1] + 1 + cfg.n_out)
 
     def record(self, chip: Backend, cal: Calibration, params, inputs: Spikes, cfg):
         """Run a batch on the chip: first spike times (model s) of the hidden
-        ``[batch, hidden]`` and output ``[batch, classes]`` neurons, and overflow flags."""
+        ``[batch, hidden]`` and output ``[batch, n_out]`` neurons, and overflow flags."""
         q1, q2 = self.integer_weights(params, cfg)
         n_in = inputs.times.shape[-1]
         routing = np.repeat(np.arange(n_in), self.input_repeat)
@@ -136,7 +136,7 @@ class HardwareSetup:
         duration = float(self.units.time_to_chip(cfg.t_max))
         rec = chip.run(times, channels, duration)
         firsts = []
-        for t, i, n in zip(rec.times, rec.indices, (cfg.hidden, cfg.n_classes)):
+        for t, i, n in zip(rec.times, rec.indices, (cfg.hidden, cfg.n_out)):
             t_model = np.where(np.isfinite(t), self.units.time_to_model(t), np.inf)
             t_model = np.where(t_model <= cfg.t_max, t_model, np.inf)
             firsts.append(np.asarray(Spikes(jnp.asarray(t_model), jnp.asarray(i)).first_times(n)))
@@ -148,7 +148,8 @@ def chip_accuracy(setup, chip, cal, params, points, labels, cfg, batch: int = 50
     for start in range(0, len(labels), batch):
         x = classify.encode(points[start : start + batch], cfg)
         _, out, _ = setup.record(chip, cal, params, x, cfg)
-        pred = np.asarray(classify.first_spike_prediction(jnp.asarray(out)))
+        pred = classify.first_spike_prediction(classify.class_scores(jnp.asarray(out), cfg))
+        pred = np.asarray(pred)
         correct += int(np.sum(pred == labels[start : start + batch]))
     return correct / len(labels)
 
