@@ -145,11 +145,16 @@ def encode(points, cfg: ClassifierConfig) -> Spikes:
     return Spikes(times, idx)
 
 
+def _by_class(x, cfg: ClassifierConfig):
+    """``[..., n_out]`` per output neuron to ``[..., classes, outputs_per_class]``."""
+    return x.reshape(*x.shape[:-1], cfg.n_classes, cfg.outputs_per_class)
+
+
 def class_scores(scores, cfg: ClassifierConfig):
     """Output-neuron scores ``[batch, n_out]`` to class scores ``[batch, classes]``: the
     earliest first spike of each class's neurons (event engine) or their largest voltage."""
-    grouped = scores.reshape(*scores.shape[:-1], cfg.n_classes, cfg.outputs_per_class)
-    return jnp.min(grouped, axis=-1) if cfg.engine == "event" else jnp.max(grouped, axis=-1)
+    reduce = jnp.min if cfg.engine == "event" else jnp.max
+    return reduce(_by_class(scores, cfg), axis=-1)
 
 
 def outputs(weights, inputs: Spikes, cfg: ClassifierConfig):
@@ -231,8 +236,7 @@ def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
         arrivals = layer_arrivals(h, layer.delay, presorted=True)
         return peak_potential(layer, arrivals, cfg.t_max)
 
-    peak = jax.vmap(one)(hidden) / theta  # [batch, n_out]
-    peak = jnp.max(peak.reshape(-1, cfg.n_classes, cfg.outputs_per_class), axis=-1)
+    peak = jnp.max(_by_class(jax.vmap(one)(hidden) / theta, cfg), axis=-1)  # [batch, classes]
     label_peak = jnp.take_along_axis(peak, labels[:, None], axis=-1)[:, 0]
     class_times = class_scores(output_times, cfg)
     silent = ~jnp.isfinite(jnp.take_along_axis(class_times, labels[:, None], axis=-1)[:, 0])

@@ -305,7 +305,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
     # 1. Push last window's spikes: exact end-of-window effect of each arrival, by target.
     r_table = _table(jnp.minimum(jnp.maximum(r, t0), t1), t1)
 
-    def push(k, acc):
+    def push(k, sums):
         at = jax.lax.dynamic_slice(buf_t, (k * b_spk,), (b_spk,))
         src = jax.lax.dynamic_slice(buf_src, (k * b_spk,), (b_spk,))
         real = k * b_spk + jnp.arange(b_spk) < n_buf
@@ -323,11 +323,13 @@ def _window(net: SparseNetwork, budgets, carry, w):
         before_rest = ta <= r_table[tgt]  # lands while V is held: only I(rest end) sees it
         c_u = jnp.where(before_rest, 0.0, wt * kernel(t1 - ta, tm_a, ts_a))
         parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, jnp.maximum(wt, 0.0))
-        return tuple(a.at[tgt].add(x) for a, x in zip(acc, parts))
+        return tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
 
     n_chunks = (n_buf + b_spk - 1) // b_spk
-    acc = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
-    acc = jnp.stack([a[:n] for a in acc], axis=1)
+    sums = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
+    # Per target: I at t1 from all arrivals; the part that landed while V was held; u at t1
+    # from the others; the excitatory weight received.
+    i_arrived, i_held, u_arrived, excitatory = (x[:n] for x in sums)
 
     # 2. Superposed end state (exact for neurons that do not spike) and the spike bound.
     u0 = v - p.v_leak
@@ -335,15 +337,15 @@ def _window(net: SparseNetwork, budgets, carry, w):
     i_rest = i * jnp.exp(-(rest_end - t0) / ts)
     u_end = (
         u0 * jnp.exp(-(t1 - rest_end) / tm)
-        + (i_rest + acc[:, 1] * jnp.exp((t1 - rest_end) / ts)) * kernel(t1 - rest_end, tm, ts)
-        + acc[:, 2]
+        + (i_rest + i_held * jnp.exp((t1 - rest_end) / ts)) * kernel(t1 - rest_end, tm, ts)
+        + u_arrived
     )
-    i_up = jnp.maximum(i, 0.0) + acc[:, 3]
+    i_up = jnp.maximum(i, 0.0) + excitatory
     # V is held until its refractory period ends, then approaches v_leak + i_up at most.
     bound = jnp.maximum(u0, i_up + (u0 - i_up) * jnp.exp(-(t1 - rest_end) / tm))
     cand = bound >= p.v_th - p.v_leak
     v_new = p.v_leak + u_end
-    i_new = i * jnp.exp(-(t1 - t0) / ts) + acc[:, 0]
+    i_new = i * jnp.exp(-(t1 - t0) / ts) + i_arrived
 
     # 3. Candidates: their own event sequences, in chunks.
     cand_idx = jnp.nonzero(cand, size=n, fill_value=n)[0]
