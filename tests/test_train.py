@@ -195,6 +195,37 @@ def test_output_populations_reduce_to_their_class(engine):
         dataclasses.replace(one, outputs_per_class=0).check()
 
 
+def test_silent_outputs_predict_the_class_closest_to_threshold():
+    """Where every output neuron stays silent, the prediction is the class whose neuron
+    came closest to threshold, checked against the hidden spikes' PSPs summed on a fine
+    grid; where some output fires, it is the earliest spike as before."""
+    from eventsnn.tasks import load_splits
+
+    cfg = dataclasses.replace(SMALL, grad="eventprop")
+    points, _ = load_splits("yinyang")["test"]
+    x = classify.encode(points[:64], cfg)
+    w1, w2 = classify.init_params(jax.random.PRNGKey(3), cfg)
+    # Weak output weights of zero mean: no output neuron reaches threshold, and which
+    # class comes closest depends on the sample.
+    q = 0.7 * jax.random.normal(jax.random.PRNGKey(1), w2.shape)
+    quiet = (w1, q - jnp.mean(q, axis=0))
+    scores, res = classify.outputs(quiet, x, cfg)
+    assert not np.any(np.isfinite(np.asarray(scores)))
+    hidden = np.asarray(res.layers[0].first_times(cfg.hidden))  # [32, hidden]
+    w_out = np.asarray(classify.weights_of(quiet, cfg)[1])
+    grid = np.arange(0.0, cfg.t_max, 1e-6)
+    lag = grid[None, :, None] - np.where(np.isfinite(hidden), hidden, np.inf)[:, None, :]
+    tm, ts = cfg.tau_mem, cfg.tau_syn
+    psp = np.where(lag >= 0, ts / (tm - ts) * (np.exp(-lag / tm) - np.exp(-lag / ts)), 0.0)
+    want = np.argmax(np.max(psp @ w_out, axis=1), axis=-1)  # [64]
+    assert len(np.unique(want)) == 3
+    np.testing.assert_array_equal(classify.predict(quiet, x, cfg), want)
+    loud = (w1, w2 + 3.0)
+    first = L.first_spike_prediction(classify.outputs(loud, x, cfg)[0])
+    assert np.all(np.asarray(first) >= 0)
+    np.testing.assert_array_equal(classify.predict(loud, x, cfg), first)
+
+
 def test_runner_help_and_bad_combination():
     out = subprocess.run(
         [sys.executable, "-m", "tasks.yinyang", "--help"],

@@ -225,10 +225,10 @@ def first_spike_loss(params, inputs: Spikes, hidden_times, output_times, labels,
     return loss, jnp.sum(first_spike_prediction(class_times) == labels)
 
 
-def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
-    """Mean over the batch of ``relu(1 - u_peak / theta)`` of label neurons that stayed
-    silent, ``u_peak`` their highest potential under the hidden spikes: a true gradient
-    that raises them to threshold (a silent neuron has no spike time to differentiate)."""
+def class_peaks(params, hidden: Spikes, cfg: ClassifierConfig):
+    """``[batch, classes]`` highest potential ``u / theta`` any neuron of each class reaches
+    within ``t_max`` under the hidden spikes ``[batch, hidden]``, as if it never spiked (1 is
+    the threshold): how close a silent class came to firing."""
     layer = network(params, cfg).layers[1]
     theta = layer.params.v_th - layer.params.v_leak
 
@@ -236,7 +236,14 @@ def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
         arrivals = layer_arrivals(h, layer.delay, presorted=True)
         return peak_potential(layer, arrivals, cfg.t_max)
 
-    peak = jnp.max(_by_class(jax.vmap(one)(hidden) / theta, cfg), axis=-1)  # [batch, classes]
+    return jnp.max(_by_class(jax.vmap(one)(hidden) / theta, cfg), axis=-1)
+
+
+def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
+    """Mean over the batch of ``relu(1 - u_peak / theta)`` of label neurons that stayed
+    silent, ``u_peak`` their highest potential under the hidden spikes: a true gradient
+    that raises them to threshold (a silent neuron has no spike time to differentiate)."""
+    peak = class_peaks(params, hidden, cfg)
     label_peak = jnp.take_along_axis(peak, labels[:, None], axis=-1)[:, 0]
     class_times = class_scores(output_times, cfg)
     silent = ~jnp.isfinite(jnp.take_along_axis(class_times, labels[:, None], axis=-1)[:, 0])
@@ -244,7 +251,13 @@ def silent_label_peak_hinge(params, hidden: Spikes, output_times, labels, cfg):
 
 
 def predict(weights, inputs: Spikes, cfg: ClassifierConfig):
-    scores = class_scores(outputs(weights, inputs, cfg)[0], cfg)
+    """``[batch]`` predicted classes. Event engine: the class of the earliest output
+    spike; where every output neuron stayed silent, the class that came closest to
+    threshold (highest peak potential). Discrete engine: the largest readout voltage."""
+    scores, res = outputs(weights, inputs, cfg)
+    scores = class_scores(scores, cfg)
     if cfg.engine == "event":
-        return first_spike_prediction(scores)
+        first = first_spike_prediction(scores)
+        closest = jnp.argmax(class_peaks(weights, res.layers[0], cfg), axis=-1)
+        return jnp.where(first >= 0, first, closest)
     return jnp.argmax(scores, axis=-1)
