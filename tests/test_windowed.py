@@ -77,6 +77,14 @@ def test_matches_event_core_several_spikes_per_window():
     assert_same_spikes(syn, params, 1e-3, 0.04)
 
 
+def test_matches_event_core_per_neuron_time_constants():
+    syn, params = random_network(2, 100, 10, 1e-3, t_refrac=1e-3)
+    rng = np.random.default_rng(5)
+    params["tau_mem"] = rng.uniform(8e-3, 30e-3, 100)
+    params["tau_syn"] = rng.uniform(2e-3, 12e-3, 100)
+    assert_same_spikes(syn, params, 1e-3, 0.05)
+
+
 @settings(max_examples=6)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -88,6 +96,52 @@ def test_random_networks(seed, delay, ratio, t_refrac):
     note(f"seed={seed} delay={delay} ratio={ratio} t_refrac={t_refrac}")
     syn, params = random_network(seed, 48, 8, delay, t_refrac, ratio=ratio)
     assert_same_spikes(syn, params, delay, 0.05, spikes_per_window=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    ratio=st.sampled_from([0.5, 1.0, 2.0, 4.0]),
+    rest=st.floats(0.0, 1.2),  # refractory end, in windows (past 1: held throughout)
+    d=st.sampled_from([1e-3, 20e-3]),  # a window shorter and longer than the PSP's rise
+)
+def test_spike_bound_holds(seed, ratio, rest, d):
+    """The candidate bound of one window (the top of the motion without arrivals plus each
+    excitatory arrival's most) is at least the highest u of the exact motion on a fine
+    grid: u held until the refractory end, then free from the current then, plus every
+    later arrival's PSP (written out here in NumPy)."""
+    from eventsnn.event.windowed import _excitation_bound, _free_peak
+
+    rng = np.random.default_rng(seed)
+    tm, ts = 10e-3, 10e-3 / ratio
+
+    def psp(x):  # unit PSP, 0 before the arrival
+        x = np.maximum(x, 0.0)
+        if tm == ts:
+            return x / tm * np.exp(-x / tm)
+        return ts / (tm - ts) * (np.exp(-x / tm) - np.exp(-x / ts))
+
+    u0, i0 = rng.uniform(-1.0, 1.0), rng.uniform(-2.0, 3.0)
+    rho = min(rest * d, d)  # V held at u0 until rho
+    ta = np.sort(rng.uniform(0.0, d, 6))
+    w = rng.normal(0.3, 1.0, 6)
+    held = ta <= rho
+    i_free = i0 * np.exp(-rho / ts) + np.sum(w[held] * np.exp(-(rho - ta[held]) / ts))
+    s = np.concatenate([np.arange(rho, d, d / 1e4), [d]])
+    free = u0 * np.exp(-(s - rho) / tm) + i_free * psp(s - rho)
+    u = free + sum(w_a * psp(s - t_a) for t_a, w_a in zip(ta[~held], w[~held]))
+
+    top = float(_free_peak(u0, i_free, d - rho, tm, ts, free[-1]))
+    t_grid = np.arange(0.0, 5 * tm, 1e-7)
+    peak_time = t_grid[np.argmax(psp(t_grid))]
+    lag = d - ta[~held]
+    excite = _excitation_bound(w[~held], lag, psp(lag), peak_time, psp(peak_time))
+    assert u.max() <= top + float(np.sum(excite)) + 1e-12
+    # Each excitatory arrival's term is the top of its own PSP within the window.
+    own_top = [max(w_a, 0.0) * psp(s - t_a).max() for t_a, w_a in zip(ta[~held], w[~held])]
+    np.testing.assert_allclose(excite, own_top, rtol=1e-4, atol=1e-12)
+    # The free part is the top of its motion, not more (up to the grid's resolution).
+    assert free.max() <= top + 1e-12 and top <= free.max() + 1e-5
 
 
 def test_zero_delay_is_refused():

@@ -9,11 +9,12 @@ precise-spike-timing simulators, vectorised over neurons). One window:
 1. **Push** the previous window's spikes through the by-source synapse rows (in chunks of
    the spikes there actually are) and scatter-add, per target, the exact end-of-window
    effect of every arrival (closed form, superposition: without a spike the dynamics are
-   linear) and the sum of its excitatory weights.
-2. **Bound**: with ``I <= max(I0, 0) + (excitatory arrivals)`` over the window, ``V`` stays
-   below the exponential approach to ``v_leak + that``; a neuron whose bound stays under
-   threshold cannot spike, and its superposed end state is exact. The others are the
-   candidates.
+   linear) and the most each excitatory arrival can add to ``V`` within the window (its
+   PSP rises until its peak: the PSP at the window's end, or the peak).
+2. **Bound**: ``V`` stays below the highest point of its motion without arrivals (closed
+   form: the ends or the one extremum) plus those excitatory maxima; inhibition can only
+   lower it. A neuron whose bound stays under threshold cannot spike, and its superposed
+   end state is exact. The others are the candidates.
 3. **Candidates** (in chunks): each pulls its own arrivals through its by-target synapse
    row, sorts them (at most ``max_arrivals``), and runs its event sequence: closed-form
    propagation to each arrival with a closed-form test for a crossing on the way; the
@@ -39,7 +40,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._validate import is_concrete
 from ..network import Spikes
-from ..neuron import LIFParams, kernel, propagate
+from ..neuron import LIFParams, extremum_time, kernel, propagate
 from ..sparse import Synapses
 from .spike_time import NewtonSolver, bracket
 
@@ -147,10 +148,15 @@ def _uniform_values(params: LIFParams) -> tuple:
 def _param_tables(params: LIFParams, uniform: dict) -> dict:
     """Per parameter: its common value (a scalar), or the per-neuron array padded for
     gathers at index n. Built once per window, outside the loops that gather from it."""
-    return {
+    table = {
         f: uniform[f] if uniform[f] is not None else _table(getattr(params, f), 1.0)
         for f in _PARAMS
     }
+    # Time and height of the peak of the unit PSP (the spike bound's excitation term).
+    tm, ts = table["tau_mem"], table["tau_syn"]
+    table["psp_peak_time"] = extremum_time(jnp.zeros_like(tm), jnp.ones_like(tm), tm, ts)
+    table["psp_peak"] = kernel(table["psp_peak_time"], tm, ts)
+    return table
 
 
 def _gather(table, idx):
@@ -291,6 +297,22 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
     return (u, i, r), spk, nsp, extra | jnp.any(live)
 
 
+def _excitation_bound(weight, lag, psp_at_lag, peak_time, peak):
+    """The most an arrival of `weight`, `lag` s before the window's end, can add to u at
+    any time up to that end: its PSP rises until `peak_time`, so the PSP at the end (or its
+    `peak`, if reached before). Inhibitory arrivals add nothing."""
+    return jnp.maximum(weight, 0.0) * jnp.where(lag <= peak_time, psp_at_lag, peak)
+
+
+def _free_peak(u0, i0, span, tau_mem, tau_syn, u_span):
+    """Highest u of the motion from ``(u0, i0)`` without arrivals over ``[0, span]``: at an
+    end (`u_span` the value at `span`) or at its one extremum, where that falls inside."""
+    t_e = extremum_time(u0, i0, tau_mem, tau_syn)
+    inside = (t_e > 0) & (t_e < span)
+    u_e = propagate(u0, i0, jnp.where(inside, t_e, 0.0), tau_mem, tau_syn)[0]
+    return jnp.maximum(jnp.maximum(u0, u_span), jnp.where(inside, u_e, u0))
+
+
 def _window(net: SparseNetwork, budgets, carry, w):
     """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
     t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand, uniform = budgets
@@ -321,29 +343,30 @@ def _window(net: SparseNetwork, budgets, carry, w):
         tm_a, ts_a = _gather(table["tau_mem"], tgt), _gather(table["tau_syn"], tgt)
         c_i = wt * jnp.exp(-(t1 - ta) / ts_a)
         before_rest = ta <= r_table[tgt]  # lands while V is held: only I(rest end) sees it
-        c_u = jnp.where(before_rest, 0.0, wt * kernel(t1 - ta, tm_a, ts_a))
-        parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, jnp.maximum(wt, 0.0))
+        k_a = kernel(t1 - ta, tm_a, ts_a)
+        c_u = jnp.where(before_rest, 0.0, wt * k_a)
+        peak = (_gather(table["psp_peak_time"], tgt), _gather(table["psp_peak"], tgt))
+        c_up = jnp.where(before_rest, 0.0, _excitation_bound(wt, t1 - ta, k_a, *peak))
+        parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, c_up)
         return tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
 
     n_chunks = (n_buf + b_spk - 1) // b_spk
     sums = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
     # Per target: I at t1 from all arrivals; the part that landed while V was held; u at t1
-    # from the others; the excitatory weight received.
-    i_arrived, i_held, u_arrived, excitatory = (x[:n] for x in sums)
+    # from the others; the most the excitatory ones among those can add to u in the window.
+    i_arrived, i_held, u_arrived, u_excited = (x[:n] for x in sums)
 
     # 2. Superposed end state (exact for neurons that do not spike) and the spike bound.
     u0 = v - p.v_leak
     rest_end = r_table[:n]
-    i_rest = i * jnp.exp(-(rest_end - t0) / ts)
-    u_end = (
-        u0 * jnp.exp(-(t1 - rest_end) / tm)
-        + (i_rest + i_held * jnp.exp((t1 - rest_end) / ts)) * kernel(t1 - rest_end, tm, ts)
-        + u_arrived
-    )
-    i_up = jnp.maximum(i, 0.0) + excitatory
-    # V is held until its refractory period ends, then approaches v_leak + i_up at most.
-    bound = jnp.maximum(u0, i_up + (u0 - i_up) * jnp.exp(-(t1 - rest_end) / tm))
-    cand = bound >= p.v_th - p.v_leak
+    span = t1 - rest_end
+    # I when V is released: the current it had plus what arrived while V was held.
+    i_free = i * jnp.exp(-(rest_end - t0) / ts) + i_held * jnp.exp(span / ts)
+    u_end = u0 * jnp.exp(-span / tm) + i_free * kernel(span, tm, ts) + u_arrived
+    # The bound: the highest u of the free motion from the release on, plus the most every
+    # later excitatory arrival can add (inhibition dropped).
+    free_top = _free_peak(u0, i_free, span, tm, ts, u_end - u_arrived)
+    cand = free_top + u_excited >= p.v_th - p.v_leak
     v_new = p.v_leak + u_end
     i_new = i * jnp.exp(-(t1 - t0) / ts) + i_arrived
 
