@@ -211,7 +211,7 @@ def test_silent_outputs_predict_the_class_closest_to_threshold():
     quiet = (w1, q - jnp.mean(q, axis=0))
     scores, res = classify.outputs(quiet, x, cfg)
     assert not np.any(np.isfinite(np.asarray(scores)))
-    hidden = np.asarray(res.layers[0].first_times(cfg.hidden))  # [32, hidden]
+    hidden = np.asarray(res.layers[0].first_times(cfg.hidden))  # [64, hidden]
     w_out = np.asarray(classify.weights_of(quiet, cfg)[1])
     grid = np.arange(0.0, cfg.t_max, 1e-6)
     lag = grid[None, :, None] - np.where(np.isfinite(hidden), hidden, np.inf)[:, None, :]

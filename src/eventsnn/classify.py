@@ -207,7 +207,9 @@ def first_spike_loss(params, inputs: Spikes, hidden_times, output_times, labels,
     spike times of the hidden ``[batch, hidden]`` and output ``[batch, n_out]`` layers
     (simulated, or recorded on hardware): cross-entropy over ``-t/tau`` of the class times,
     the early-label regulariser, and pushes that revive the neurons of a silent label and
-    hidden neurons dead on the batch."""
+    hidden neurons dead on the batch. The count goes by spikes alone (a sample whose
+    outputs all stay silent counts as wrong), as on a chip; `predict` also breaks that tie
+    by the outputs' peak potentials, which takes one more pass this step need not pay."""
     class_times = class_scores(output_times, cfg)
     loss = first_spike_cross_entropy(class_times, labels, t_max=cfg.t_max, tau=cfg.loss_tau)
     loss = loss + cfg.reg_alpha * early_label_regulariser(

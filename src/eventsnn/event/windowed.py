@@ -145,17 +145,22 @@ def _uniform_values(params: LIFParams) -> tuple:
     return tuple(out)
 
 
+def _psp_peak(tau_mem, tau_syn):
+    """Time (s) and height of the peak of the unit PSP `kernel`."""
+    t = extremum_time(jnp.zeros_like(tau_mem), jnp.ones_like(tau_mem), tau_mem, tau_syn)
+    return t, kernel(t, tau_mem, tau_syn)
+
+
 def _param_tables(params: LIFParams, uniform: dict) -> dict:
     """Per parameter: its common value (a scalar), or the per-neuron array padded for
-    gathers at index n. Built once per window, outside the loops that gather from it."""
+    gathers at index n; and, derived from the time constants the same way, the time and
+    height of the PSP's peak (the spike bound's excitation term). Built once per window,
+    outside the loops that gather from it."""
     table = {
         f: uniform[f] if uniform[f] is not None else _table(getattr(params, f), 1.0)
         for f in _PARAMS
     }
-    # Time and height of the peak of the unit PSP (the spike bound's excitation term).
-    tm, ts = table["tau_mem"], table["tau_syn"]
-    table["psp_peak_time"] = extremum_time(jnp.zeros_like(tm), jnp.ones_like(tm), tm, ts)
-    table["psp_peak"] = kernel(table["psp_peak_time"], tm, ts)
+    table["psp_peak_time"], table["psp_peak"] = _psp_peak(table["tau_mem"], table["tau_syn"])
     return table
 
 
