@@ -147,6 +147,44 @@ def test_spike_bound_holds(seed, ratio, rest, d):
     assert free.max() <= top + 1e-12 and top <= free.max() + 1e-5
 
 
+@pytest.mark.parametrize("most", [3, 8, 11, 16, 23, 40])
+def test_pull_gives_each_candidates_earliest_arrivals_in_time_order(most):
+    """The pulled arrivals of each candidate against NumPy: its sources' spikes shifted by
+    the delay, the earliest ``max_arrivals`` in stable time order, then padding. `most`
+    arrivals for the busiest row picks the partial sort's size (every size is reached)."""
+    from eventsnn.event.windowed import _pull_arrivals
+
+    rng = np.random.default_rng(most)
+    n, k, a_max, d = 64, 48, 32, 1e-3
+    syn, params = random_network(most, n, k, d, 2e-3)
+    last = np.full((n + 1, 1), np.inf)
+    spiking = rng.choice(n, most, replace=False)
+    last[spiking, 0] = rng.uniform(0, d, most).round(5)  # some equal times
+    cand = np.concatenate([rng.choice(n, 10, replace=False), [n, n]])  # two padding rows
+    # The busiest candidate hears all the spiking neurons.
+    srcs = np.asarray(syn.sources).copy()
+    others = np.setdiff1d(np.arange(n), spiking)
+    srcs[cand[0]] = np.concatenate([spiking, rng.choice(others, k - most, replace=False)])
+    syn = Synapses.from_in_degree(srcs, np.asarray(syn.source_weights), n, dtype=jnp.float64)
+    net = es.SparseNetwork(syn, delay=d, **params)
+    srcs, weights = np.asarray(syn.sources), np.asarray(syn.source_weights)  # stored order
+    t, w, count = (np.asarray(x) for x in _pull_arrivals(net, jnp.asarray(cand), last, a_max))
+    assert t.shape == w.shape == (len(cand), a_max + 1)
+    for row, j in enumerate(cand):
+        if j == n:
+            assert count[row] == 0 and np.all(np.isinf(t[row])) and np.all(w[row] == 0)
+            continue
+        times = np.append(last[:, 0], np.inf)[srcs[j]] + d  # padding reads source n
+        order = np.argsort(times, kind="stable")
+        finite = order[np.isfinite(times[order])]
+        assert count[row] == len(finite)
+        keep = finite[:a_max]
+        np.testing.assert_array_equal(t[row, : len(keep)], times[keep])
+        np.testing.assert_array_equal(w[row, : len(keep)], weights[j, keep])
+        assert np.all(np.isinf(t[row, len(keep) :])) and np.all(w[row, len(keep) :] == 0)
+    assert count[0] == most
+
+
 def test_zero_delay_is_refused():
     syn, params = random_network(0, 20, 4, 0.0, 1e-3)
     net = es.SparseNetwork(syn, delay=0.0, **params)

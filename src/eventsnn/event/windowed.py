@@ -182,18 +182,24 @@ def _pull_arrivals(net: SparseNetwork, cand, last_times, max_arrivals: int):
     weights = jnp.broadcast_to(syn.source_weights[rows][..., None], times.shape)
     times, weights = times.reshape(cand.shape[0], -1), weights.reshape(cand.shape[0], -1)
     count = jnp.sum(jnp.isfinite(times), axis=1)
-    # The earliest A in time order (top_k keeps equal times in position order): one
-    # partial sort instead of compacting the row and ranking it.
-    k = min(max_arrivals, times.shape[1])
-    neg, idx = jax.lax.top_k(-times, k)
-    t = -neg
-    w = jnp.where(jnp.isfinite(t), jnp.take_along_axis(weights, idx, 1), 0.0)
-    pad = max_arrivals + 1 - k
-    return (
-        jnp.pad(t, ((0, 0), (0, pad)), constant_values=jnp.inf),
-        jnp.pad(w, ((0, 0), (0, pad))),
-        count,
-    )
+
+    # The earliest k in time order (top_k keeps equal times in position order): one partial
+    # sort instead of compacting the row and ranking it. Its cost grows with k, so k is the
+    # smallest of a few sizes that holds every row's arrivals (up to A) in this chunk.
+    def earliest(k):
+        neg, idx = jax.lax.top_k(-times, k)
+        t = -neg
+        w = jnp.where(jnp.isfinite(t), jnp.take_along_axis(weights, idx, 1), 0.0)
+        pad = max_arrivals + 1 - k
+        return jnp.pad(t, ((0, 0), (0, pad)), constant_values=jnp.inf), jnp.pad(
+            w, ((0, 0), (0, pad))
+        )
+
+    sizes = sorted({min(k, max_arrivals, times.shape[1]) for k in (8, 12, 16, 20, 24, max_arrivals)})
+    need = jnp.minimum(jnp.max(count), max_arrivals)
+    branch = jnp.sum(need > jnp.asarray(sizes[:-1]))
+    t, w = jax.lax.switch(branch, [functools.partial(earliest, k) for k in sizes])
+    return t, w, count
 
 
 def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
@@ -356,38 +362,42 @@ def _window(net: SparseNetwork, budgets, carry, w):
         return tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
 
     n_chunks = (n_buf + b_spk - 1) // b_spk
-    sums = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
+    with jax.named_scope("push"):
+        sums = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
     # Per target: I at t1 from all arrivals; the part that landed while V was held; u at t1
     # from the others; the most the excitatory ones among those can add to u in the window.
     i_arrived, i_held, u_arrived, u_excited = (x[:n] for x in sums)
 
     # 2. Superposed end state (exact for neurons that do not spike) and the spike bound.
-    u0 = v - p.v_leak
-    rest_end = r_table[:n]
-    span = t1 - rest_end
-    # I when V is released: the current it had plus what arrived while V was held.
-    i_free = i * jnp.exp(-(rest_end - t0) / ts) + i_held * jnp.exp(span / ts)
-    u_end = u0 * jnp.exp(-span / tm) + i_free * kernel(span, tm, ts) + u_arrived
-    # The bound: the highest u of the free motion from the release on, plus the most every
-    # later excitatory arrival can add (inhibition dropped).
-    free_top = _free_peak(u0, i_free, span, tm, ts, u_end - u_arrived)
-    cand = free_top + u_excited >= p.v_th - p.v_leak
-    v_new = p.v_leak + u_end
-    i_new = i * jnp.exp(-(t1 - t0) / ts) + i_arrived
+    with jax.named_scope("bound"):
+        u0 = v - p.v_leak
+        rest_end = r_table[:n]
+        span = t1 - rest_end
+        # I when V is released: the current it had plus what arrived while V was held.
+        i_free = i * jnp.exp(-(rest_end - t0) / ts) + i_held * jnp.exp(span / ts)
+        u_end = u0 * jnp.exp(-span / tm) + i_free * kernel(span, tm, ts) + u_arrived
+        # The bound: the highest u of the free motion from the release on, plus the most every
+        # later excitatory arrival can add (inhibition dropped).
+        free_top = _free_peak(u0, i_free, span, tm, ts, u_end - u_arrived)
+        cand = free_top + u_excited >= p.v_th - p.v_leak
+        v_new = p.v_leak + u_end
+        i_new = i * jnp.exp(-(t1 - t0) / ts) + i_arrived
+        # The candidates' indices, padded for whole chunks, and the tables they gather from.
+        cand_idx = jnp.nonzero(cand, size=n, fill_value=n)[0]
+        cand_idx = jnp.concatenate([cand_idx, jnp.full((b_cand,), n, cand_idx.dtype)])
+        last_table = _table(last_times, jnp.inf)
+        v_ext, i_ext, r_ext = _table(v, 0.0), _table(i, 0.0), _table(r, -jnp.inf)
 
     # 3. Candidates: their own event sequences, in chunks.
-    cand_idx = jnp.nonzero(cand, size=n, fill_value=n)[0]
-    cand_idx = jnp.concatenate([cand_idx, jnp.full((b_cand,), n, cand_idx.dtype)])
-    last_table = _table(last_times, jnp.inf)
-    v_ext, i_ext, r_ext = _table(v, 0.0), _table(i, 0.0), _table(r, -jnp.inf)
-
     def run_chunk(k, st):
         v_new, i_new, r_new, last_new, src_new, t_new, n_new, count, counts, over = st
         c = jax.lax.dynamic_slice(cand_idx, (k * b_cand,), (b_cand,))
-        arrivals = _pull_arrivals(net, c, last_table, n_arr)
-        pc = {f: _gather(table[f], c) for f in _PARAMS}
-        state = (t0, v_ext[c] - pc["v_leak"], i_ext[c], r_ext[c])
-        (u_c, i_c, r_c), spk, nsp, extra = _run_candidates(pc, state, arrivals, t1, n_per)
+        with jax.named_scope("pull"):
+            arrivals = _pull_arrivals(net, c, last_table, n_arr)
+            pc = {f: _gather(table[f], c) for f in _PARAMS}
+            state = (t0, v_ext[c] - pc["v_leak"], i_ext[c], r_ext[c])
+        with jax.named_scope("sequence"):
+            (u_c, i_c, r_c), spk, nsp, extra = _run_candidates(pc, state, arrivals, t1, n_per)
         v_new = v_new.at[c].set(pc["v_leak"] + u_c, mode="drop")
         i_new = i_new.at[c].set(i_c, mode="drop")
         r_new = r_new.at[c].set(r_c, mode="drop")
@@ -413,7 +423,8 @@ def _window(net: SparseNetwork, budgets, carry, w):
         v_new, i_new, r, jnp.full_like(last_times, jnp.inf),
         buf_src, buf_t, jnp.asarray(0, jnp.int32), count, counts, over,
     )  # fmt: skip
-    st = jax.lax.fori_loop(0, n_cand_chunks, run_chunk, st)
+    with jax.named_scope("candidates"):
+        st = jax.lax.fori_loop(0, n_cand_chunks, run_chunk, st)
     v_new, i_new, r_new, last_new, src_new, t_new, n_new, count_new, counts, over = st
 
     # 4. Append the window's spikes to the record, a block at a time (in place; the record
@@ -430,7 +441,8 @@ def _window(net: SparseNetwork, budgets, carry, w):
         )
 
     n_blocks = jnp.where(count < n_spikes_max, (n_new + b_spk - 1) // b_spk, 0)
-    rec_t, rec_i = jax.lax.fori_loop(0, n_blocks, write, (rec_t, rec_i))
+    with jax.named_scope("record"):
+        rec_t, rec_i = jax.lax.fori_loop(0, n_blocks, write, (rec_t, rec_i))
     count = count_new
     return (
         v_new, i_new, r_new, last_new, src_new, t_new, n_new,
@@ -463,7 +475,8 @@ def _simulate(net: SparseNetwork, budgets):
     # The buffer of spikes read by a window is the one the previous window wrote.
     carry, _ = jax.lax.scan(functools.partial(_window, net, budgets), carry, jnp.arange(n_windows))
     v, i, r, _, _, _, _, rec_t, rec_i, count, counts, over = carry
-    rec_t, rec_i = jax.lax.sort((rec_t[:max_spikes], rec_i[:max_spikes]), num_keys=2)
+    with jax.named_scope("record"):
+        rec_t, rec_i = jax.lax.sort((rec_t[:max_spikes], rec_i[:max_spikes]), num_keys=2)
     over = over.at[0].set(count > max_spikes)
     return WindowedResult(Spikes(rec_t, rec_i), count, counts, over, v, i, r)
 
@@ -498,6 +511,20 @@ def simulate_windowed(
     Returns:
         A `WindowedResult` (float dtype of the synapse weights).
     """
+    result = _simulate(
+        net,
+        _budgets(
+            net, t_end, max_spikes, max_arrivals, spikes_per_window, spike_chunk, candidate_chunk
+        ),
+    )
+    if check_overflow:
+        result.raise_if_overflow()
+    return result
+
+
+def _budgets(net, t_end, max_spikes, max_arrivals, spikes_per_window, spike_chunk, cand_chunk):
+    """The static configuration of `_simulate` from `simulate_windowed`'s arguments, checked
+    (one clear error per bad value) and with the defaults filled in."""
     if net.delay <= 0:
         raise ValueError(
             "the windowed engine needs a synaptic delay > 0: with delay 0 a spike can act "
@@ -509,13 +536,13 @@ def simulate_windowed(
         raise ValueError(f"t_end must be a finite positive number of seconds, got {t_end!r}.")
     if spike_chunk is None:
         spike_chunk = min(max(net.size // 32, 16), 256)
-    if candidate_chunk is None:
-        candidate_chunk = min(max(net.size // 100, 128), 1024)
+    if cand_chunk is None:
+        cand_chunk = min(max(net.size // 100, 128), 1024)
     for name, value in (
         ("max_spikes", max_spikes),
         ("max_arrivals", max_arrivals),
         ("spike_chunk", spike_chunk),
-        ("candidate_chunk", candidate_chunk),
+        ("candidate_chunk", cand_chunk),
     ):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -523,16 +550,12 @@ def simulate_windowed(
         t_ref = net.params.t_refrac
         shortest = float(jnp.min(t_ref)) if is_concrete(t_ref) else 0.0
         spikes_per_window = int(net.delay // shortest) + 1 if shortest > 0 else 4
-    budgets = (
+    return (
         float(t_end),
         int(max_spikes),
         int(max_arrivals),
         int(spikes_per_window),
         int(min(spike_chunk, net.size * spikes_per_window)),
-        int(min(candidate_chunk, net.size)),
+        int(min(cand_chunk, net.size)),
         _uniform_values(net.params),
     )
-    result = _simulate(net, budgets)
-    if check_overflow:
-        result.raise_if_overflow()
-    return result
