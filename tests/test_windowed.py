@@ -37,11 +37,16 @@ def random_network(seed, n, k, delay, t_refrac, ratio=4.0, v_reset=0.0):
     return syn, params
 
 
-def assert_same_spikes(syn, params, delay, t_end, spikes_per_window=None):
+def assert_same_spikes(syn, params, delay, t_end, spikes_per_window=None, push_chunk=None):
     n = syn.n_targets
     net = es.SparseNetwork(syn, delay=delay, **params)
     got = es.simulate_windowed(
-        net, t_end, max_spikes=20 * n, spikes_per_window=spikes_per_window, candidate_chunk=16
+        net,
+        t_end,
+        max_spikes=20 * n,
+        spikes_per_window=spikes_per_window,
+        candidate_chunk=16,
+        push_chunk=push_chunk,
     )
     layer = es.dense_layer(
         jnp.zeros((1, n)), recurrent_weights=syn.to_dense(), delay=delay, **params
@@ -68,6 +73,15 @@ def test_matches_event_core_refractory_longer_than_delay():
     syn, params = random_network(0, 300, 20, 1e-3, t_refrac=2e-3)
     got = assert_same_spikes(syn, params, 1e-3, 0.08)
     assert int(got.count) > 300  # a real workload: most neurons fire repeatedly
+
+
+def test_matches_event_core_spikes_pushed_across_chunks():
+    # Out-degrees around 40 fill two synapse blocks of 32 per source, and the push takes 3
+    # blocks per step: most spikes' blocks are split between two steps.
+    syn, params = random_network(3, 150, 40, 1e-3, t_refrac=2e-3)
+    assert syn.targets.shape[1] == 32 and np.mean(np.diff(np.asarray(syn.first_block)) >= 2) > 0.8
+    got = assert_same_spikes(syn, params, 1e-3, 0.05, push_chunk=3)
+    assert int(got.count) > 150
 
 
 def test_matches_event_core_several_spikes_per_window():

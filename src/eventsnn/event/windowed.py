@@ -195,7 +195,9 @@ def _pull_arrivals(net: SparseNetwork, cand, last_times, max_arrivals: int):
             w, ((0, 0), (0, pad))
         )
 
-    sizes = sorted({min(k, max_arrivals, times.shape[1]) for k in (8, 12, 16, 20, 24, max_arrivals)})
+    sizes = sorted(
+        {min(k, max_arrivals, times.shape[1]) for k in (8, 12, 16, 20, 24, max_arrivals)}
+    )
     need = jnp.minimum(jnp.max(count), max_arrivals)
     branch = jnp.sum(need > jnp.asarray(sizes[:-1]))
     t, w = jax.lax.switch(branch, [functools.partial(earliest, k) for k in sizes])
@@ -326,7 +328,7 @@ def _free_peak(u0, i0, span, tau_mem, tau_syn, u_span):
 
 def _window(net: SparseNetwork, budgets, carry, w):
     """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
-    t_end, n_spikes_max, n_arr, n_per, b_spk, b_cand, uniform = budgets
+    t_end, n_spikes_max, n_arr, n_per, b_push, b_cand, uniform = budgets
     p, syn, d, n = net.params, net.synapses, net.delay, net.size
     table = _param_tables(p, dict(uniform))
     v, i, r, last_times, buf_src, buf_t, n_buf, rec_t, rec_i, count, counts, over = carry
@@ -336,20 +338,29 @@ def _window(net: SparseNetwork, budgets, carry, w):
     tm, ts = p.tau_mem, p.tau_syn
 
     # 1. Push last window's spikes: exact end-of-window effect of each arrival, by target.
+    # The spikes' synapse blocks are taken b_push at a time: slot g of the list belongs to
+    # the spike whose blocks start at or before it (a running count of block starts).
     r_table = _table(jnp.minimum(jnp.maximum(r, t0), t1), t1)
+    blocks_of = _table(jnp.diff(syn.first_block), 0)  # padding entries (source n): none
+    n_blk = jnp.where(jnp.arange(buf_src.shape[0]) < n_buf, blocks_of[buf_src], 0)
+    ends = jnp.cumsum(n_blk)
+    n_slots = ends[-1]
+    # First slot of each spike; beyond the list, past the end (for the window below).
+    starts = jnp.concatenate([ends - n_blk, jnp.full(b_push, n_slots + b_push, ends.dtype)])
 
-    def push(k, sums):
-        at = jax.lax.dynamic_slice(buf_t, (k * b_spk,), (b_spk,))
-        src = jax.lax.dynamic_slice(buf_src, (k * b_spk,), (b_spk,))
-        real = k * b_spk + jnp.arange(b_spk) < n_buf
-        # Padding entries read row 0 and are masked (no padded copy of the synapse table).
-        src = jnp.where(real, src, 0)
-        tgt = jnp.where(real[:, None], syn.targets[src], n)  # [b, D]
-        wt = jnp.where(real[:, None], syn.weights[src], 0.0)
-        # Arrival times stay [b, 1] (one per spike): with uniform time constants the
-        # exponentials are then evaluated once per spike, not once per synapse.
-        ta = jnp.where(real, at, t1)[:, None] + d
-        wt = jnp.where(ta <= t1, wt, 0.0)  # past t_end (last window only)
+    def push(k, carry):
+        first, sums = carry  # first: the spike that owns slot k * b_push
+        g = k * b_push + jnp.arange(b_push)
+        later = jax.lax.dynamic_slice(starts, (first + 1,), (b_push,)) - k * b_push
+        owner = first + jnp.cumsum(jnp.zeros(b_push, jnp.int32).at[later].add(1, mode="drop"))
+        real = g < n_slots
+        src = buf_src[owner]
+        blk = jnp.where(real, syn.first_block[jnp.minimum(src, n - 1)] + g - starts[owner], 0)
+        tgt = jnp.where(real[:, None], syn.targets[blk], n)  # [b, block]; padding: sink n
+        # Arrival times stay [b, 1] (one per block): with uniform time constants the
+        # exponentials are then evaluated once per block, not once per synapse.
+        ta = jnp.where(real, buf_t[owner], t1)[:, None] + d
+        wt = jnp.where(ta <= t1, syn.weights[blk], 0.0)  # past t_end (last window only)
         ta = jnp.minimum(ta, t1)
         tm_a, ts_a = _gather(table["tau_mem"], tgt), _gather(table["tau_syn"], tgt)
         c_i = wt * jnp.exp(-(t1 - ta) / ts_a)
@@ -359,11 +370,13 @@ def _window(net: SparseNetwork, budgets, carry, w):
         peak = (_gather(table["psp_peak_time"], tgt), _gather(table["psp_peak"], tgt))
         c_up = jnp.where(before_rest, 0.0, _excitation_bound(wt, t1 - ta, k_a, *peak))
         parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, c_up)
-        return tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
+        sums = tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
+        return first + jnp.sum(later <= b_push, dtype=first.dtype), sums
 
-    n_chunks = (n_buf + b_spk - 1) // b_spk
+    n_chunks = (n_slots + b_push - 1) // b_push
     with jax.named_scope("push"):
-        sums = jax.lax.fori_loop(0, n_chunks, push, (jnp.zeros(n + 1, dtype),) * 4)
+        init = (jnp.asarray(0, starts.dtype), (jnp.zeros(n + 1, dtype),) * 4)
+        _, sums = jax.lax.fori_loop(0, n_chunks, push, init)
     # Per target: I at t1 from all arrivals; the part that landed while V was held; u at t1
     # from the others; the most the excitatory ones among those can add to u in the window.
     i_arrived, i_held, u_arrived, u_excited = (x[:n] for x in sums)
@@ -431,16 +444,16 @@ def _window(net: SparseNetwork, budgets, carry, w):
     # has one block of slack at its end).
     def write(k, rec):
         rec_t, rec_i = rec
-        real = k * b_spk + jnp.arange(b_spk) < n_new
-        blk_t = jnp.where(real, jax.lax.dynamic_slice(t_new, (k * b_spk,), (b_spk,)), jnp.inf)
-        blk_i = jnp.where(real, jax.lax.dynamic_slice(src_new, (k * b_spk,), (b_spk,)), -1)
-        at = (count + k * b_spk,)
+        real = k * b_cand + jnp.arange(b_cand) < n_new
+        blk_t = jnp.where(real, jax.lax.dynamic_slice(t_new, (k * b_cand,), (b_cand,)), jnp.inf)
+        blk_i = jnp.where(real, jax.lax.dynamic_slice(src_new, (k * b_cand,), (b_cand,)), -1)
+        at = (count + k * b_cand,)
         return (
             jax.lax.dynamic_update_slice(rec_t, blk_t, at),
             jax.lax.dynamic_update_slice(rec_i, blk_i, at),
         )
 
-    n_blocks = jnp.where(count < n_spikes_max, (n_new + b_spk - 1) // b_spk, 0)
+    n_blocks = jnp.where(count < n_spikes_max, (n_new + b_cand - 1) // b_cand, 0)
     with jax.named_scope("record"):
         rec_t, rec_i = jax.lax.fori_loop(0, n_blocks, write, (rec_t, rec_i))
     count = count_new
@@ -452,11 +465,11 @@ def _window(net: SparseNetwork, budgets, carry, w):
 
 @eqx.filter_jit
 def _simulate(net: SparseNetwork, budgets):
-    t_end, max_spikes, _, n_per, b_spk, _, _ = budgets
+    t_end, max_spikes, _, n_per, _, b_cand, _ = budgets
     n, d = net.size, net.delay
     dtype = net.synapses.weights.dtype
     n_windows = math.ceil(t_end / d - 1e-12)
-    cap = n * n_per + b_spk  # every neuron at its limit, plus one chunk of padding
+    cap = n * n_per + b_cand  # every neuron at its limit, plus one chunk of padding
     carry = (
         net.params.v_leak.astype(dtype),
         jnp.zeros(n, dtype),
@@ -465,8 +478,8 @@ def _simulate(net: SparseNetwork, budgets):
         jnp.full(cap, n, jnp.int32),
         jnp.full(cap, jnp.inf, dtype),
         jnp.asarray(0, jnp.int32),
-        jnp.full(max_spikes + b_spk, jnp.inf, dtype),
-        jnp.full(max_spikes + b_spk, -1, jnp.int32),
+        jnp.full(max_spikes + b_cand, jnp.inf, dtype),
+        jnp.full(max_spikes + b_cand, -1, jnp.int32),
         jnp.asarray(0, jnp.int32),
         jnp.zeros(n, jnp.int32),
         jnp.zeros(3, bool),
@@ -488,7 +501,7 @@ def simulate_windowed(
     max_spikes: int,
     max_arrivals: int = 32,
     spikes_per_window: int | None = None,
-    spike_chunk: int | None = None,
+    push_chunk: int | None = None,
     candidate_chunk: int | None = None,
     check_overflow: bool = True,
 ) -> WindowedResult:
@@ -502,8 +515,9 @@ def simulate_windowed(
             near threshold (a candidate); more is reported as overflow.
         spikes_per_window: most spikes of one neuron within one window; default
             ``floor(delay / min t_refrac) + 1`` (exact bound), or 4 without refractoriness.
-        spike_chunk, candidate_chunk: work sizes of the inner loops (speed only). Defaults
-            n/32 within [16, 256] and n/100 within [128, 1024]; on the balanced E/I
+        push_chunk, candidate_chunk: work sizes of the inner loops (speed only): synapse
+            blocks per step of the push, neurons per step of the candidates. Defaults
+            n/32 within [64, 4096] and n/100 within [128, 1024]; on the balanced E/I
             benchmark (about 3.5% of neurons spike per window) these were the fastest
             measured at 1k, 10k and 100k neurons.
         check_overflow: raise RuntimeError when a budget was exceeded.
@@ -514,7 +528,7 @@ def simulate_windowed(
     result = _simulate(
         net,
         _budgets(
-            net, t_end, max_spikes, max_arrivals, spikes_per_window, spike_chunk, candidate_chunk
+            net, t_end, max_spikes, max_arrivals, spikes_per_window, push_chunk, candidate_chunk
         ),
     )
     if check_overflow:
@@ -522,7 +536,7 @@ def simulate_windowed(
     return result
 
 
-def _budgets(net, t_end, max_spikes, max_arrivals, spikes_per_window, spike_chunk, cand_chunk):
+def _budgets(net, t_end, max_spikes, max_arrivals, spikes_per_window, push_chunk, cand_chunk):
     """The static configuration of `_simulate` from `simulate_windowed`'s arguments, checked
     (one clear error per bad value) and with the defaults filled in."""
     if net.delay <= 0:
@@ -534,14 +548,14 @@ def _budgets(net, t_end, max_spikes, max_arrivals, spikes_per_window, spike_chun
         )
     if not (isinstance(t_end, (int, float, np.floating)) and np.isfinite(t_end) and t_end > 0):
         raise ValueError(f"t_end must be a finite positive number of seconds, got {t_end!r}.")
-    if spike_chunk is None:
-        spike_chunk = min(max(net.size // 32, 16), 256)
+    if push_chunk is None:
+        push_chunk = min(max(net.size // 32, 64), 4096)
     if cand_chunk is None:
         cand_chunk = min(max(net.size // 100, 128), 1024)
     for name, value in (
         ("max_spikes", max_spikes),
         ("max_arrivals", max_arrivals),
-        ("spike_chunk", spike_chunk),
+        ("push_chunk", push_chunk),
         ("candidate_chunk", cand_chunk),
     ):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
@@ -555,7 +569,7 @@ def _budgets(net, t_end, max_spikes, max_arrivals, spikes_per_window, spike_chun
         int(max_spikes),
         int(max_arrivals),
         int(spikes_per_window),
-        int(min(spike_chunk, net.size * spikes_per_window)),
+        int(min(push_chunk, net.synapses.targets.shape[0] * spikes_per_window)),
         int(min(cand_chunk, net.size)),
         _uniform_values(net.params),
     )
