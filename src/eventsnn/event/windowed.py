@@ -338,28 +338,31 @@ def _window(net: SparseNetwork, budgets, carry, w):
     tm, ts = p.tau_mem, p.tau_syn
 
     # 1. Push last window's spikes: exact end-of-window effect of each arrival, by target.
-    # The spikes' synapse blocks are taken b_push at a time: slot g of the list belongs to
-    # the spike whose blocks start at or before it (a running count of block starts).
+    # The spikes' synapse blocks form one list, taken b_push slots at a time. A step starts
+    # inside the blocks of spike `first` (whose blocks start at slot `s0`) and covers at most
+    # the b_push spikes after it (each has at least one block), so a running count of block
+    # starts over those says which spike owns each slot.
     r_table = _table(jnp.minimum(jnp.maximum(r, t0), t1), t1)
-    blocks_of = _table(jnp.diff(syn.first_block), 0)  # padding entries (source n): none
-    n_blk = jnp.where(jnp.arange(buf_src.shape[0]) < n_buf, blocks_of[buf_src], 0)
-    ends = jnp.cumsum(n_blk)
-    n_slots = ends[-1]
-    # First slot of each spike; beyond the list, past the end (for the window below).
-    starts = jnp.concatenate([ends - n_blk, jnp.full(b_push, n_slots + b_push, ends.dtype)])
+    blocks_of = _table(jnp.diff(syn.first_block), 0)
 
-    def push(k, carry):
-        first, sums = carry  # first: the spike that owns slot k * b_push
+    def push(carry):
+        k, first, s0, sums = carry
+        near = first + jnp.arange(b_push + 1)
+        src_near = jax.lax.dynamic_slice(buf_src, (first,), (b_push + 1,))
+        n_blk = jnp.where(near < n_buf, blocks_of[src_near], 0)
+        ends = s0 + jnp.cumsum(n_blk)
+        starts = ends - n_blk  # first slot of each spike from `first` on
+        later = starts[1:] - k * b_push  # where the next spikes start within this step
+        own = jnp.cumsum(jnp.zeros(b_push, jnp.int32).at[later].add(1, mode="drop"))
         g = k * b_push + jnp.arange(b_push)
-        later = jax.lax.dynamic_slice(starts, (first + 1,), (b_push,)) - k * b_push
-        owner = first + jnp.cumsum(jnp.zeros(b_push, jnp.int32).at[later].add(1, mode="drop"))
-        real = g < n_slots
-        src = buf_src[owner]
-        blk = jnp.where(real, syn.first_block[jnp.minimum(src, n - 1)] + g - starts[owner], 0)
+        real = g < ends[own]  # past the last spike's blocks: nothing
+        src = src_near[own]
+        blk = jnp.where(real, syn.first_block[jnp.minimum(src, n - 1)] + g - starts[own], 0)
         tgt = jnp.where(real[:, None], syn.targets[blk], n)  # [b, block]; padding: sink n
         # Arrival times stay [b, 1] (one per block): with uniform time constants the
         # exponentials are then evaluated once per block, not once per synapse.
-        ta = jnp.where(real, buf_t[owner], t1)[:, None] + d
+        t_near = jax.lax.dynamic_slice(buf_t, (first,), (b_push + 1,))
+        ta = jnp.where(real, t_near[own], t1)[:, None] + d
         wt = jnp.where(ta <= t1, syn.weights[blk], 0.0)  # past t_end (last window only)
         ta = jnp.minimum(ta, t1)
         tm_a, ts_a = _gather(table["tau_mem"], tgt), _gather(table["tau_syn"], tgt)
@@ -371,12 +374,14 @@ def _window(net: SparseNetwork, budgets, carry, w):
         c_up = jnp.where(before_rest, 0.0, _excitation_bound(wt, t1 - ta, k_a, *peak))
         parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, c_up)
         sums = tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
-        return first + jnp.sum(later <= b_push, dtype=first.dtype), sums
+        # The next step starts in the spike that owns slot (k + 1) b_push.
+        step = jnp.sum(later <= b_push, dtype=first.dtype)
+        return k + 1, first + step, starts[step], sums
 
-    n_chunks = (n_slots + b_push - 1) // b_push
     with jax.named_scope("push"):
-        init = (jnp.asarray(0, starts.dtype), (jnp.zeros(n + 1, dtype),) * 4)
-        _, sums = jax.lax.fori_loop(0, n_chunks, push, init)
+        zero = jnp.asarray(0, jnp.int32)
+        init = (zero, zero, zero, (jnp.zeros(n + 1, dtype),) * 4)
+        *_, sums = jax.lax.while_loop(lambda c: c[1] < n_buf, push, init)
     # Per target: I at t1 from all arrivals; the part that landed while V was held; u at t1
     # from the others; the most the excitatory ones among those can add to u in the window.
     i_arrived, i_held, u_arrived, u_excited = (x[:n] for x in sums)
@@ -465,11 +470,12 @@ def _window(net: SparseNetwork, budgets, carry, w):
 
 @eqx.filter_jit
 def _simulate(net: SparseNetwork, budgets):
-    t_end, max_spikes, _, n_per, _, b_cand, _ = budgets
+    t_end, max_spikes, _, n_per, b_push, b_cand, _ = budgets
     n, d = net.size, net.delay
     dtype = net.synapses.weights.dtype
     n_windows = math.ceil(t_end / d - 1e-12)
-    cap = n * n_per + b_cand  # every neuron at its limit, plus one chunk of padding
+    # Every neuron at its limit, plus padding for the loops that read it in steps.
+    cap = n * n_per + max(b_cand, b_push + 1)
     carry = (
         net.params.v_leak.astype(dtype),
         jnp.zeros(n, dtype),
