@@ -224,37 +224,38 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int):
     def one_round(carry):
         k, t, u, i, r, ptr, live, spk, nsp, extra = carry
 
-        def segment(seg, a):
-            t, u, i, found, fu, fi, ft, fh, fa = seg
+        def reach(t_hi, t, i):
+            """A segment from ``t`` to ``t_hi``: where integration resumes (after the
+            refractory hold), I there and the free span."""
+            rs = jnp.minimum(jnp.maximum(r, t), t_hi)
+            return rs, i * jnp.exp(-(rs - t) / ts), t_hi - rs
+
+        def segment(a, seg):
+            t, u, i, hit_at = seg  # hit_at: the segment with the crossing, -1 before
             t_hi = jnp.minimum(at[:, a], t_end_w)
-            act = live & (a >= ptr) & ~found
-            rs = jnp.minimum(jnp.maximum(r, t), t_hi)  # integration resumes here
-            i_rs = i * jnp.exp(-(rs - t) / ts)
-            h = t_hi - rs
-            free = r <= rs
+            rs, i_rs, h = reach(t_hi, t, i)
+            act = live & (a >= ptr) & (hit_at < 0)
             crossing, *_ = bracket(jnp.minimum(u, theta), i_rs, theta, tm, ts, h)
-            hit = act & free & ((u >= theta) | crossing)
+            hit = act & (r <= rs) & ((u >= theta) | crossing)
             u_hi, i_hi = propagate(u, i_rs, h, tm, ts)
             keep = act & ~hit
             return (
                 jnp.where(keep, t_hi, t),
                 jnp.where(keep, u_hi, u),
                 jnp.where(keep, i_hi + aw[:, a], i),
-                found | hit,
-                jnp.where(hit, u, fu),
-                jnp.where(hit, i_rs, fi),
-                jnp.where(hit, rs, ft),
-                jnp.where(hit, h, fh),
-                jnp.where(hit, a.astype(fa.dtype), fa),
-            ), None
+                jnp.where(hit, a, hit_at),
+            )
 
-        zeros = jnp.zeros_like(u)
-        init = (t, u, i, jnp.zeros(c, bool), zeros, zeros, zeros, zeros, ptr)
-        # Segments after the last arrival of every neuron are empty: stop there.
+        # Segments after the last arrival of every neuron are empty: stop there. A neuron
+        # that crosses stays at the start of that segment, from which it is redone below.
         n_used = jnp.minimum(jnp.max(jnp.where(live, count, 0)), n_seg - 1) + 1
-        (t, u, i, found, fu, fi, ft, fh, fa) = jax.lax.fori_loop(
-            0, n_used, lambda a, seg: segment(seg, a)[0], init
+        init = (t, u, i, jnp.full(c, -1, jnp.int32))
+        t, u, i, hit_at = jax.lax.fori_loop(0, n_used, segment, init)
+        found, fa = hit_at >= 0, jnp.maximum(hit_at, 0)
+        ft, fi, fh = reach(
+            jnp.minimum(jnp.take_along_axis(at, fa[:, None], 1)[:, 0], t_end_w), t, i
         )
+        fu = u
         at_once = fu >= theta
         dt = solver.root(jnp.where(at_once, theta - 1.0, fu), fi, theta, tm, ts, fh)
         dt = jnp.where(at_once, 0.0, dt)
