@@ -535,6 +535,38 @@ def test_equal_and_nearly_equal_time_constants():
     assert abs(got[1 + 1e-6] - got[1.0]) < 1e-7
 
 
+@settings(max_examples=30)
+@given(
+    tau_mem=st.floats(1e-3, 50e-3),
+    ratio=st.floats(0.02, 50.0),
+    dtype=st.sampled_from(["float32", "float64"]),
+)
+def test_plain_kernel_matches_the_smooth_one_where_it_applies(tau_mem, ratio, dtype):
+    """`kernel(smooth=False)` (the plain difference of exponentials, for simulation only)
+    against the smooth form on a grid, within the rounding bound the docstring states, and
+    `plain_kernel_ok` draws the line at `PLAIN_KERNEL_GAP`."""
+    from eventsnn.neuron import PLAIN_KERNEL_GAP, kernel, plain_kernel_ok, propagate
+
+    tau_syn = tau_mem / ratio
+    ok = plain_kernel_ok(tau_mem, tau_syn)
+    assert ok == (abs(tau_mem - tau_syn) >= PLAIN_KERNEL_GAP * min(tau_mem, tau_syn))
+    assume(ok)
+    t = jnp.asarray(np.linspace(0.0, 5 * max(tau_mem, tau_syn), 2001), dtype)
+    tm, ts = jnp.asarray(tau_mem, dtype), jnp.asarray(tau_syn, dtype)
+    ulp = float(jnp.finfo(dtype).eps)
+    bound = 2 * (1 + 1 / PLAIN_KERNEL_GAP) * ulp + 4 * ulp  # + the smooth form's own
+    smooth, plain = kernel(t, tm, ts), kernel(t, tm, ts, smooth=False)
+    assert plain.dtype == smooth.dtype
+    np.testing.assert_allclose(plain, smooth, rtol=0, atol=bound)
+    u0, i0 = jnp.asarray(0.3, dtype), jnp.asarray(-1.7, dtype)
+    for a, b in zip(propagate(u0, i0, t, tm, ts), propagate(u0, i0, t, tm, ts, smooth=False)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=2 * bound)
+    # Too close (or equal, or not concrete): the smooth form is required.
+    assert not plain_kernel_ok(tau_mem, tau_mem * (1 + 0.5 * PLAIN_KERNEL_GAP))
+    assert not plain_kernel_ok(np.array([tau_mem, tau_mem]), np.array([tau_syn, tau_mem]))
+    assert not jax.jit(lambda a, b: jnp.asarray(plain_kernel_ok(a, b)))(tm, ts)
+
+
 # --------------------------------------------------------------------------------------
 # Simultaneous spikes, overflow, batching, errors
 # --------------------------------------------------------------------------------------

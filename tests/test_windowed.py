@@ -99,6 +99,22 @@ def test_matches_event_core_per_neuron_time_constants():
     assert_same_spikes(syn, params, 1e-3, 0.05)
 
 
+def test_kernel_form_follows_the_time_constants():
+    """The windowed engine takes the plain PSP kernel where the time constants allow it and
+    the smooth one where they are equal or close (both paths are checked against the event
+    core by the tests around this one: ratio 4 and per-neuron constants, and ratio 1)."""
+    from eventsnn.event.windowed import _budgets
+
+    def smooth(ratio, **over):
+        syn, params = random_network(0, 20, 4, 1e-3, 1e-3, ratio=ratio)
+        net = es.SparseNetwork(syn, delay=1e-3, **{**params, **over})
+        return _budgets(net, 0.01, 10, 32, None, None, None)[-1]
+
+    assert not smooth(4.0) and not smooth(0.5)
+    assert smooth(1.0) and smooth(1.05)
+    assert smooth(4.0, tau_syn=np.r_[np.full(19, 5e-3), 20e-3])  # one neuron at ratio 1
+
+
 @settings(max_examples=6)
 @given(
     seed=st.integers(0, 2**31 - 1),

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._validate import check_values
+from ._validate import check_values, is_concrete
 
 _PARAM_FIELDS = ("tau_mem", "tau_syn", "v_th", "v_reset", "v_leak", "t_refrac")
 
@@ -141,14 +141,22 @@ def sinhc(x):
     )
 
 
-def kernel(t, tau_mem, tau_syn):
+def kernel(t, tau_mem, tau_syn, smooth: bool = True):
     """k(t): the potential at time t (s) caused by a unit synaptic current at t = 0.
 
     With rates ``a = 1/tau_mem``, ``b = 1/tau_syn``, mean ``m`` and half-gap ``h``:
     ``k = (t/tau_mem) exp(-m t) sinhc(h t)``, smooth (and differentiable in both time
     constants) through ``tau_mem == tau_syn``. Where ``|h t| >= 1`` the equivalent
     ``exp(-min(a, b) t) phi(2 |h| t)`` is used instead, which cannot overflow.
+
+    ``smooth=False``: the plain difference ``tau_syn/(tau_mem - tau_syn) (exp(-a t) -
+    exp(-b t))``, about four times cheaper and sharing its exponentials with `propagate`;
+    for simulation without derivatives in the time constants, and only where they differ
+    by at least `PLAIN_KERNEL_GAP` (relative; `plain_kernel_ok`), where the difference's
+    rounding error stays within about ``2 (1 + 1/PLAIN_KERNEL_GAP)`` ulps of 1.
     """
+    if not smooth:
+        return tau_syn / (tau_mem - tau_syn) * (jnp.exp(-t / tau_mem) - jnp.exp(-t / tau_syn))
     a, b = 1.0 / tau_mem, 1.0 / tau_syn
     m, h = 0.5 * (a + b), 0.5 * (b - a)
     near = jnp.abs(h * t) < 1.0
@@ -162,12 +170,25 @@ def kernel(t, tau_mem, tau_syn):
     return (t / tau_mem) * shape
 
 
-def propagate(u0, i0, t, tau_mem, tau_syn):
+PLAIN_KERNEL_GAP = 0.1
+
+
+def plain_kernel_ok(tau_mem, tau_syn) -> bool:
+    """Whether `kernel`'s ``smooth=False`` form applies: concrete time constants that differ
+    by at least `PLAIN_KERNEL_GAP` of the smaller everywhere."""
+    if not (is_concrete(tau_mem) and is_concrete(tau_syn)):
+        return False
+    tm, ts = np.asarray(tau_mem, float), np.asarray(tau_syn, float)
+    return bool(np.all(np.abs(tm - ts) >= PLAIN_KERNEL_GAP * np.minimum(tm, ts)))
+
+
+def propagate(u0, i0, t, tau_mem, tau_syn, smooth: bool = True):
     """Advance ``(u, I)`` by ``t`` seconds without events. Returns ``(u(t), I(t))``.
 
-    All arguments broadcast; `u0` is the potential relative to ``v_leak``.
+    All arguments broadcast; `u0` is the potential relative to ``v_leak``. `smooth`: the
+    form of `kernel`.
     """
-    u = u0 * jnp.exp(-t / tau_mem) + i0 * kernel(t, tau_mem, tau_syn)
+    u = u0 * jnp.exp(-t / tau_mem) + i0 * kernel(t, tau_mem, tau_syn, smooth)
     return u, i0 * jnp.exp(-t / tau_syn)
 
 

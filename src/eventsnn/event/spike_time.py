@@ -26,13 +26,14 @@ from ..neuron import du_dt, extremum_time, propagate
 SLOPE_FLOOR = 1e-6
 
 
-def bracket(u0, i0, theta, tau_mem, tau_syn, horizon):
+def bracket(u0, i0, theta, tau_mem, tau_syn, horizon, smooth: bool = True):
     """Whether ``u`` (starting below ``theta``) reaches it within ``[0, horizon]``, and a
     bracket of the first crossing: ``(found, lo, hi, f(lo), f(hi))`` with
-    ``f = u - theta``, ``f(lo) < 0 <= f(hi)`` where found. Closed form, no iteration."""
+    ``f = u - theta``, ``f(lo) < 0 <= f(hi)`` where found. Closed form, no iteration.
+    `smooth`: the form of the PSP kernel (`eventsnn.neuron.kernel`)."""
 
     def f(t):
-        return propagate(u0, i0, t, tau_mem, tau_syn)[0] - theta
+        return propagate(u0, i0, t, tau_mem, tau_syn, smooth)[0] - theta
 
     t_e = jnp.clip(extremum_time(u0, i0, tau_mem, tau_syn), 0.0, horizon)
     f_e, f_end = f(t_e), f(horizon)
@@ -78,9 +79,10 @@ class NewtonSolver(SpikeTimeSolver):
     """
 
     max_steps: int = eqx.field(static=True, default=32)
+    smooth: bool = eqx.field(static=True, default=True)  # the PSP kernel's form
 
     def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
-        found, lo, hi, f_lo, f_hi = bracket(u0, i0, theta, tau_mem, tau_syn, horizon)
+        found, lo, hi, f_lo, f_hi = bracket(u0, i0, theta, tau_mem, tau_syn, horizon, self.smooth)
         # Start from the secant point: already close for nearly linear stretches.
         width = hi - lo
         frac = jnp.where(
@@ -94,7 +96,7 @@ class NewtonSolver(SpikeTimeSolver):
 
         def body(carry):
             k, lo, hi, x, _ = carry
-            u, i = propagate(u0, i0, x, tau_mem, tau_syn)
+            u, i = propagate(u0, i0, x, tau_mem, tau_syn, self.smooth)
             fx = u - theta
             lo = jnp.where(fx < 0, x, lo)
             hi = jnp.where(fx > 0, x, hi)
