@@ -14,14 +14,14 @@ METHOD_RTOL = 1e-8  # EventProp vs analytic
 
 
 @eqx.filter_jit
-def _loss(net, times, indices, c, t_max, method, max_spikes, hidden_weight):
+def _loss(net, times, indices, c, t_max, method, max_spikes, hidden_weight, smooth=True):
     res = es.simulate(
         net,
         es.Spikes(times, indices),
         t_max=t_max,
         max_spikes=max_spikes,
         method=method,
-        solver=es.NewtonSolver(),
+        solver=es.NewtonSolver(smooth=smooth),
         check_overflow=False,
     )
     out = es.linear_spike_time_loss(res.output, c)
@@ -33,23 +33,23 @@ def _loss(net, times, indices, c, t_max, method, max_spikes, hidden_weight):
 
 
 @eqx.filter_jit
-def _grad(net, times, indices, c, t_max, method, max_spikes, hidden_weight):
+def _grad(net, times, indices, c, t_max, method, max_spikes, hidden_weight, smooth=True):
     def f(n, t):
-        return _loss(n, t, indices, c, t_max, method, max_spikes, hidden_weight)[0]
+        return _loss(n, t, indices, c, t_max, method, max_spikes, hidden_weight, smooth)[0]
 
     return jax.grad(f, argnums=(0, 1))(net, times)
 
 
-def loss_fn(method, coefficients, t_max, max_spikes, hidden_weight=0.3):
+def loss_fn(method, coefficients, t_max, max_spikes, hidden_weight=0.3, smooth=True):
     """Loss on output first-spike times plus all hidden spike times (exercises every layer).
 
     Returns ``loss(net, times, indices) -> (value, SimulationResult)``, jit-compiled once
-    per shape and setting.
+    per shape and setting. `smooth`: the solver's PSP kernel form.
     """
     c = jnp.asarray(coefficients, float)
 
     def loss(net, times, indices):
-        return _loss(net, times, indices, c, t_max, method, max_spikes, hidden_weight)
+        return _loss(net, times, indices, c, t_max, method, max_spikes, hidden_weight, smooth)
 
     return loss
 
@@ -72,23 +72,34 @@ def _dot(a, b):
     return sum(float(jnp.sum(x * y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def gradients(net, inputs, coefficients, t_max, max_spikes=32):
+def gradients(net, inputs, coefficients, t_max, max_spikes=32, smooth=True):
     """Gradients of both methods w.r.t. (network, input times)."""
     c = jnp.asarray(coefficients, float)
     return {
-        method: _grad(net, inputs.times, inputs.indices, c, t_max, method, max_spikes, 0.3)
+        method: _grad(net, inputs.times, inputs.indices, c, t_max, method, max_spikes, 0.3, smooth)
         for method in ("eventprop", "analytic")
     }
 
 
-def fd_check(net, inputs, coefficients, t_max, *, seed=0, eps=1e-6, max_spikes=32, require=True):
+def fd_check(
+    net,
+    inputs,
+    coefficients,
+    t_max,
+    *,
+    seed=0,
+    eps=1e-6,
+    max_spikes=32,
+    require=True,
+    smooth=True,
+):
     """Compare both methods with central differences along a random direction.
 
     Returns None when a spike appears or vanishes within the step (the draw is not
     differentiable there); otherwise asserts and returns the directional derivatives.
     """
     rng = np.random.default_rng(seed)
-    loss = loss_fn("analytic", coefficients, t_max, max_spikes)
+    loss = loss_fn("analytic", coefficients, t_max, max_spikes, smooth=smooth)
     d_net = _direction(net, rng)
     real = np.isfinite(np.asarray(inputs.times))
     d_t = np.where(real, rng.normal(size=inputs.times.shape) * 1e-3, 0.0)
@@ -114,7 +125,7 @@ def fd_check(net, inputs, coefficients, t_max, *, seed=0, eps=1e-6, max_spikes=3
     if abs(fd - fd_small) > FD_RTOL * scale:
         assert not require, f"ill-conditioned: central differences {fd} vs {fd_small}"
         return None
-    grads = gradients(net, inputs, coefficients, t_max, max_spikes)
+    grads = gradients(net, inputs, coefficients, t_max, max_spikes, smooth)
     directional = {}
     for method, (g_net, g_t) in grads.items():
         directional[method] = _dot(g_net, d_net) + float(jnp.sum(g_t * d_t))

@@ -44,12 +44,13 @@ def inputs_of(times, channels):
 INPUTS = inputs_of([0.001, 0.003, 0.002, 0.006, 0.0045], [0, 1, 2, 0, 1])
 
 
-def check(net, inputs=INPUTS, seeds=(0, 1), max_spikes=64):
+def check(net, inputs=INPUTS, seeds=(0, 1), max_spikes=64, smooth=True):
     """FD along a few directions; the network must spike in every layer."""
     res = es.simulate(net, inputs, t_max=T_MAX, max_spikes=max_spikes)
     assert np.all(np.asarray(res.counts) > 0), f"every layer must spike, got {res.counts}"
     checked = [
-        fd_check(net, inputs, [1.0, -0.5], T_MAX, seed=s, max_spikes=max_spikes) for s in seeds
+        fd_check(net, inputs, [1.0, -0.5], T_MAX, seed=s, max_spikes=max_spikes, smooth=smooth)
+        for s in seeds
     ]
     assert all(c is not None for c in checked)
 
@@ -92,6 +93,26 @@ def test_ratio_3_7():
 
 def test_ratio_below_one():
     check(net_of(np.random.default_rng(7), (3, 6, 2), ratio=0.4, tau_mem=0.004))
+
+
+def test_plain_kernel_recurrent_refractory():
+    """The plain PSP kernel (`NewtonSolver(smooth=False)`) through the event core and both
+    backward passes: same spikes as the smooth form, gradients that match FD."""
+    net = net_of(np.random.default_rng(4), (3, 6, 2), ratio=3.7, t_refrac=2e-3, rec_layer=0)
+    runs = [
+        es.simulate(net, INPUTS, t_max=T_MAX, max_spikes=64, solver=es.NewtonSolver(smooth=s))
+        for s in (True, False)
+    ]
+    for a, b in zip(runs[0].layers, runs[1].layers):
+        np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
+        np.testing.assert_allclose(np.asarray(a.times), np.asarray(b.times), rtol=0, atol=1e-12)
+    check(net, smooth=False)
+
+
+def test_plain_kernel_is_refused_for_close_time_constants():
+    net = net_of(np.random.default_rng(5), (3, 6, 2), ratio=1.05)
+    with pytest.raises(ValueError, match=r"layers\[0\]\.tau_syn.*smooth=True"):
+        es.simulate(net, INPUTS, t_max=T_MAX, max_spikes=64, solver=es.NewtonSolver(smooth=False))
 
 
 def test_two_simultaneous_input_spikes():
@@ -232,11 +253,14 @@ def test_gradients_on_random_networks(case):
     seed=st.integers(0, 10_000),
     ratio=st.sampled_from([1.0, 2.0, 0.7, 3.3]),
     v_leak=st.sampled_from([0.0, 0.3]),
+    smooth=st.booleans(),
 )
-def test_ttfs_eventprop_matches_analytic_and_finite_differences(seed, ratio, v_leak):
+def test_ttfs_eventprop_matches_analytic_and_finite_differences(seed, ratio, v_leak, smooth):
     """Single-spike feed-forward layers run on the parallel TTFS path; method="eventprop"
     gives them EventProp's closed-form adjoint (a custom VJP), "analytic" autodiff. Every
-    gradient (weights, neuron parameters, input times) must agree, and match FD."""
+    gradient (weights, neuron parameters, input times) must agree, and match FD; with
+    either form of the PSP kernel (the plain one only for time constants apart)."""
+    smooth = smooth or ratio == 1.0
     rng = np.random.default_rng(seed)
     net = net_of(rng, (3, 8, 3), ratio=ratio, v_leak=v_leak)
     net = es.Network([es.Layer(x.weights, x.params, single_spike=True) for x in net.layers])
@@ -244,7 +268,9 @@ def test_ttfs_eventprop_matches_analytic_and_finite_differences(seed, ratio, v_l
     inputs = inputs_of(times, rng.integers(0, 3, 5))
     res = es.simulate(net, inputs, t_max=T_MAX, max_spikes=8)
     assume(np.all(np.asarray(res.counts) > 0))
-    g = gradients(net, inputs, [1.0, -0.5, 0.3], T_MAX, max_spikes=8)
+    g = gradients(net, inputs, [1.0, -0.5, 0.3], T_MAX, max_spikes=8, smooth=smooth)
     for a, b in zip(jax.tree.leaves(g["eventprop"]), jax.tree.leaves(g["analytic"])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-12)
-    fd_check(net, inputs, [1.0, -0.5, 0.3], T_MAX, seed=seed, max_spikes=8, require=False)
+    fd_check(
+        net, inputs, [1.0, -0.5, 0.3], T_MAX, seed=seed, max_spikes=8, require=False, smooth=smooth
+    )

@@ -34,7 +34,7 @@ from .loss import (
     voltage_cross_entropy,
 )
 from .network import Layer, Network, Spikes
-from .neuron import LIFParams
+from .neuron import LIFParams, plain_kernel_ok
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,12 @@ def network(params, cfg: ClassifierConfig) -> Network:
 
 def solver_for(cfg: ClassifierConfig) -> SpikeTimeSolver:
     """The closed form where ``tau_mem = 2 tau_syn`` (known statically here, unlike inside a
-    traced network), else safeguarded Newton."""
-    return QuadraticSolver() if cfg.tau_mem == 2 * cfg.tau_syn else NewtonSolver()
+    traced network), else safeguarded Newton; the plain PSP kernel where the time constants
+    are far enough apart (fixed here, so nothing is differentiated through them)."""
+    smooth = not plain_kernel_ok(cfg.tau_mem, cfg.tau_syn)
+    if cfg.tau_mem == 2 * cfg.tau_syn:
+        return QuadraticSolver(smooth=smooth)
+    return NewtonSolver(smooth=smooth)
 
 
 def encode(points, cfg: ClassifierConfig) -> Spikes:
@@ -236,7 +240,7 @@ def class_peaks(params, hidden: Spikes, cfg: ClassifierConfig):
 
     def one(h: Spikes):
         arrivals = layer_arrivals(h, layer.delay, presorted=True)
-        return peak_potential(layer, arrivals, cfg.t_max)
+        return peak_potential(layer, arrivals, cfg.t_max, solver_for(cfg).smooth)
 
     return jnp.max(_by_class(jax.vmap(one)(hidden) / theta, cfg), axis=-1)
 

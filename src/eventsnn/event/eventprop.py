@@ -69,23 +69,23 @@ class _Adjoint(NamedTuple):
     d_arrivals: jax.Array
 
 
-def _propagate_back(lam_u, lam_i, tau_mem, tau_syn, dt, refractory):
+def _propagate_back(lam_u, lam_i, tau_mem, tau_syn, dt, refractory, smooth):
     """``Phi(dt)^T lam``: the adjoint ``dt`` seconds earlier, without events."""
     decay_m, decay_s = jnp.exp(-dt / tau_mem), jnp.exp(-dt / tau_syn)
-    k = kernel(dt, tau_mem, tau_syn)
+    k = kernel(dt, tau_mem, tau_syn, smooth)
     lu = jnp.where(refractory, lam_u, decay_m * lam_u)
     li = jnp.where(refractory, decay_s * lam_i, k * lam_u + decay_s * lam_i)
     return lu, li
 
 
-def _back_to(a: _Adjoint, layer: Layer, t_new) -> _Adjoint:
+def _back_to(a: _Adjoint, layer: Layer, t_new, smooth: bool) -> _Adjoint:
     p = layer.params
     dt = a.t - t_new
     ones = jnp.ones_like(p.tau_mem)
     zeros = jnp.zeros_like(p.tau_mem)
 
     def prop(lu, li, tm, ts):
-        return _propagate_back(lu, li, tm, ts, dt, a.refractory)
+        return _propagate_back(lu, li, tm, ts, dt, a.refractory, smooth)
 
     (lu, li), r_m = jax.jvp(prop, (a.lam_u, a.lam_i, p.tau_mem, p.tau_syn), (*a.r_m, ones, zeros))
     _, r_s = jax.jvp(prop, (a.lam_u, a.lam_i, p.tau_mem, p.tau_syn), (*a.r_s, zeros, ones))
@@ -99,7 +99,7 @@ def _arrival_terms(a: _Adjoint, layer: Layer, w):
     return jnp.sum(flux), a.r_m[1] * w, a.r_s[1] * w
 
 
-def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_max):
+def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_max, smooth):
     """EventProp backward pass of one layer and sample.
 
     Args:
@@ -108,6 +108,7 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
         fwd: the final forward state (records).
         g_out: ``[M]`` cotangent of the recorded spike times.
         t_max: the horizon of the forward run.
+        smooth: the PSP kernel's form (the forward solver's).
 
     Returns:
         ``(layer cotangent, [K] cotangent of the arrival times)``.
@@ -165,7 +166,7 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
             ]
         )
         kind = jnp.argmax(times)  # ties: rest end, recurrent, input, spike (reverse order)
-        a = _back_to(a, layer, times[kind])
+        a = _back_to(a, layer, times[kind], smooth)
         is_rest, is_recur, is_input, is_spike = (kind == 0), (kind == 1), (kind == 2), (kind == 3)
 
         # Arrivals (input, or delayed recurrent): I += w for every target.
@@ -244,7 +245,7 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
         return (a.ptr_input >= 0) | (a.ptr_recur >= 0) | (a.ptr_rest >= 0) | (a.ptr_spike >= 0)
 
     a = jax.lax.while_loop(cond, body, a)
-    a = _back_to(a, layer, jnp.zeros((), dtype))
+    a = _back_to(a, layer, jnp.zeros((), dtype), smooth)
     grads = eqx.tree_at(
         lambda lay: (
             lay.weights,
@@ -288,7 +289,7 @@ def _fwd(layer, times, sources, t_max, max_spikes, solver):
 def _bwd(max_spikes, solver, residuals, cotangent: LayerState):
     layer, times, sources, t_max, state = residuals
     grads, d_times = backward_layer(
-        layer, Arrivals(times, sources), state, cotangent.out_times, t_max
+        layer, Arrivals(times, sources), state, cotangent.out_times, t_max, solver.smooth
     )
     return grads, d_times, None, jnp.zeros_like(t_max)
 

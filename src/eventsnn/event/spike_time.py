@@ -21,7 +21,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..neuron import du_dt, extremum_time, propagate
+from .._validate import check_values
+from ..neuron import PLAIN_KERNEL_GAP, du_dt, extremum_time, propagate
 
 SLOPE_FLOOR = 1e-6
 
@@ -50,7 +51,14 @@ class SpikeTimeSolver(eqx.Module):
     """Finds the first time in ``[0, horizon]`` at which ``u`` reaches ``theta`` from below.
 
     Subclasses implement `root`; they are called through `first_crossing`.
+
+    ``smooth``: the form of the PSP kernel in everything the event engine computes with this
+    solver (`eventsnn.neuron.kernel`). ``False`` takes the plain difference of exponentials,
+    several times cheaper, for time constants at least 10% apart (`simulate` checks concrete
+    ones; with traced ones, e.g. trained time constants, keep the default).
     """
+
+    smooth: bool = eqx.field(static=True, default=True, kw_only=True)
 
     @abc.abstractmethod
     def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
@@ -62,11 +70,19 @@ class SpikeTimeSolver(eqx.Module):
     def crosses(self, u0, i0, theta, tau_mem, tau_syn, horizon):
         """Whether ``u`` reaches ``theta`` within ``[0, horizon]`` (bool, no root found):
         where a layer has many intervals per neuron, test them all and solve one."""
-        found = bracket(u0, i0, theta, tau_mem, tau_syn, horizon)[0]
+        found = bracket(u0, i0, theta, tau_mem, tau_syn, horizon, self.smooth)[0]
         return found | ((u0 >= theta) & (horizon >= 0))
 
     def check(self, tau_mem, tau_syn, name: str) -> None:
         """Raise ValueError if this solver cannot handle these time constants."""
+        if not self.smooth:
+            check_values(
+                f"{name}.tau_syn",
+                tau_syn,
+                jnp.abs(tau_mem - tau_syn) >= PLAIN_KERNEL_GAP * jnp.minimum(tau_mem, tau_syn),
+                f"must differ from tau_mem by at least {PLAIN_KERNEL_GAP:.0%} for a solver "
+                "with smooth=False (the plain PSP kernel); use smooth=True",
+            )
 
 
 class NewtonSolver(SpikeTimeSolver):
@@ -79,7 +95,6 @@ class NewtonSolver(SpikeTimeSolver):
     """
 
     max_steps: int = eqx.field(static=True, default=32)
-    smooth: bool = eqx.field(static=True, default=True)  # the PSP kernel's form
 
     def root(self, u0, i0, theta, tau_mem, tau_syn, horizon):
         found, lo, hi, f_lo, f_hi = bracket(u0, i0, theta, tau_mem, tau_syn, horizon, self.smooth)
@@ -122,8 +137,7 @@ class QuadraticSolver(SpikeTimeSolver):
     """
 
     def check(self, tau_mem, tau_syn, name: str) -> None:
-        from .._validate import check_values
-
+        super().check(tau_mem, tau_syn, name)
         check_values(
             f"{name}.tau_syn",
             tau_syn,
@@ -176,7 +190,7 @@ def first_crossing(
         return t_star
     spikes = jnp.isfinite(t_star) & ~at_once
     t_safe = jnp.where(spikes, t_star, 0.0)
-    u, i = propagate(u0, i0, t_safe, tau_mem, tau_syn)
+    u, i = propagate(u0, i0, t_safe, tau_mem, tau_syn, solver.smooth)
     slope = jax.lax.stop_gradient(du_dt(u, i, tau_mem))
     floor = SLOPE_FLOOR * jnp.maximum(jnp.abs(args[2]), 1.0) / args[3]
     correction = -(u - theta) / jnp.maximum(slope, floor)

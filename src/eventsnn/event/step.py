@@ -102,13 +102,13 @@ def _resume_time(s: LayerState, t_new):
     return jnp.where(s.refractory_until >= s.t, ends, s.t)
 
 
-def _advance(layer: Layer, s: LayerState, t_new):
+def _advance(layer: Layer, s: LayerState, t_new, smooth: bool):
     """``(V, I)`` of every neuron at ``t_new >= s.t`` without events in between, and ``I``
-    where a refractory period ends in ``(s.t, t_new]``."""
+    where a refractory period ends in ``(s.t, t_new]``. `smooth`: the PSP kernel's form."""
     p = layer.params
     start = _resume_time(s, t_new)
     i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
-    u, _ = propagate(s.v - p.v_leak, i_start, t_new - start, p.tau_mem, p.tau_syn)
+    u, _ = propagate(s.v - p.v_leak, i_start, t_new - start, p.tau_mem, p.tau_syn, smooth)
     # Exact when no time passes; the zero term keeps the derivative in the interval length.
     at_start = s.v + (t_new - start) * du_dt(s.v - p.v_leak, i_start, p.tau_mem)
     v = jnp.where(t_new > start, p.v_leak + u, at_start)
@@ -161,7 +161,7 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     is_recur = active & ~is_spike & ~is_input
 
     t_safe = jnp.where(active, t_next, s.t)  # no inf/NaN in untaken branches
-    v, i, i_start = _advance(layer, s, t_safe)
+    v, i, i_start = _advance(layer, s, t_safe, solver.smooth)
     current_at_rest_end = record_rest_ends(s, t_safe, i_start)
     p = layer.params
     # Only the initial state can start at or above threshold (V(0) = v_leak >= v_th): such a
@@ -207,5 +207,5 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
 def finish(layer: Layer, s: LayerState, t_max) -> LayerState:
     """Record ``I`` at refractory ends between the last event and ``t_max``."""
     t_end = jnp.maximum(s.t, t_max)
-    _, _, i_start = _advance(layer, s, t_end)
+    _, _, i_start = _advance(layer, s, t_end, smooth=True)  # only I is used
     return s._replace(out_current_at_rest_end=record_rest_ends(s, t_end, i_start))

@@ -31,7 +31,7 @@ from .spike_time import SLOPE_FLOOR, first_crossing
 from .step import Arrivals
 
 
-def _interval_states(weights, params, times, sources, t_max):
+def _interval_states(weights, params, times, sources, t_max, smooth: bool):
     """State ``(u, I)`` ``[K+1, n]`` at the start of every interval between sorted arrivals
     (interval 0 starts at time 0, at rest), the start times ``[K+1, 1]``, the lengths
     ``[K+1, n]`` (cut at `t_max`; -1 where the interval does not exist) and which exist."""
@@ -42,7 +42,7 @@ def _interval_states(weights, params, times, sources, t_max):
     t_safe = jnp.where(real, times, t_max)
     gap = jnp.diff(t_safe, prepend=jnp.zeros_like(t_safe[:1]))[:, None]  # [K, 1]
     decay_mem, decay_syn = jnp.exp(-gap / p.tau_mem), jnp.exp(-gap / p.tau_syn)
-    rise = kernel(gap, p.tau_mem, p.tau_syn)
+    rise = kernel(gap, p.tau_mem, p.tau_syn, smooth)
 
     def arrive(state, x):  # advance to the next arrival, then add its jump
         (u, i), (dm, k, ds, w) = state, x
@@ -66,7 +66,9 @@ def _interval_states(weights, params, times, sources, t_max):
 def _first_spikes(weights, params, times, sources, t_max, solver, differentiable=True):
     """``[n]`` first spike time of every neuron (inf if none) from sorted arrivals."""
     p = params
-    u, i, start_safe, horizon, open_ = _interval_states(weights, params, times, sources, t_max)
+    u, i, start_safe, horizon, open_ = _interval_states(
+        weights, params, times, sources, t_max, solver.smooth
+    )
     # Test every interval, then solve only each neuron's first crossing interval.
     theta = p.v_th - p.v_leak
     crosses = solver.crosses(u, i, theta, p.tau_mem, p.tau_syn, horizon) & open_
@@ -107,7 +109,7 @@ def _adjoint_bwd(solver, residuals, g):
         lag = t_star[None, :] - jnp.where(real, times, 0.0)[:, None]  # [K, n]
         active = real[:, None] & fired[None, :] & (lag > 0)
         w = weights[src]
-        k = kernel(jnp.where(active, lag, 1.0), params.tau_mem, params.tau_syn)
+        k = kernel(jnp.where(active, lag, 1.0), params.tau_mem, params.tau_syn, solver.smooth)
         return jnp.sum(jnp.where(active, w * k, 0.0), axis=0) - (params.v_th - params.v_leak)
 
     _, vjp = jax.vjp(membrane, weights, params, times, t_star)
@@ -125,23 +127,25 @@ def _adjoint_bwd(solver, residuals, g):
 _first_spikes_adjoint.defvjp(_adjoint_fwd, _adjoint_bwd)
 
 
-def peak_potential(layer: Layer, arrivals: Arrivals, t_max):
+def peak_potential(layer: Layer, arrivals: Arrivals, t_max, smooth: bool = True):
     """``[n]`` highest ``u = V - v_leak`` each neuron of a feed-forward layer reaches within
     ``[0, t_max]`` under its inputs alone (as if it never spiked): on every interval, the
     larger of its ends and its extremum. Differentiable by autodiff; an interior maximum's
     location carries no gradient (du/dt = 0 there), an interval end's does (it is the next
-    arrival's time)."""
+    arrival's time). `smooth`: the PSP kernel's form (`SpikeTimeSolver.smooth`)."""
     p = layer.params
     u, i, _, horizon, open_ = _interval_states(
-        layer.weights, p, arrivals.times, arrivals.sources, t_max
+        layer.weights, p, arrivals.times, arrivals.sources, t_max, smooth
     )
     length = jnp.maximum(horizon, 0.0)
     t_e = jax.lax.stop_gradient(jnp.clip(extremum_time(u, i, p.tau_mem, p.tau_syn), 0.0, length))
     # Interior extrema only: one clipped to an end would tie with that end and halve the
     # gradient the end carries through its time.
     interior = (t_e > 0) & (t_e < length)
-    at_extremum = jnp.where(interior, propagate(u, i, t_e, p.tau_mem, p.tau_syn)[0], -jnp.inf)
-    at_end = propagate(u, i, length, p.tau_mem, p.tau_syn)[0]
+    at_extremum = jnp.where(
+        interior, propagate(u, i, t_e, p.tau_mem, p.tau_syn, smooth)[0], -jnp.inf
+    )
+    at_end = propagate(u, i, length, p.tau_mem, p.tau_syn, smooth)[0]
     peak = jnp.maximum(jnp.maximum(u, at_extremum), at_end)
     return jnp.max(jnp.where(open_, peak, -jnp.inf), axis=0)
 
