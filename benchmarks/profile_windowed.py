@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from _timing import emit, machine  # noqa: E402
-from compare_brian2 import DELAY, K, MODEL  # noqa: E402
+from compare_brian2 import DELAY, MODEL, K  # noqa: E402
 
 import eventsnn as es  # noqa: E402
 from eventsnn.event import windowed  # noqa: E402

@@ -6,8 +6,9 @@ through a window on its own, in parallel, from the arrivals already known: the s
 the previous window shifted by ``d``. Spike times stay continuous and exact (the scheme of
 precise-spike-timing simulators, vectorised over neurons). One window:
 
-1. **Push** the previous window's spikes through the by-source synapse rows (in chunks of
-   the spikes there actually are) and scatter-add, per target, the exact end-of-window
+1. **Push** the previous window's spikes through their by-source synapse blocks (a fixed
+   number of blocks per step, over the blocks there actually are) and scatter-add, per
+   target, the exact end-of-window
    effect of every arrival (closed form, superposition: without a spike the dynamics are
    linear) and the most each excitatory arrival can add to ``V`` within the window (its
    PSP rises until its peak: the PSP at the window's end, or the peak).
@@ -22,8 +23,12 @@ precise-spike-timing simulators, vectorised over neurons). One window:
    spike (reset, refractoriness) the sequence goes on from there.
 
 Work per window is proportional to the spikes, their synapses and the candidates, memory
-to neurons + synapses (+ the spike record). With ``d = 0`` the scheme does not apply and
-`simulate_windowed` refuses (the general event core, `eventsnn.simulate`, handles it).
+to neurons + synapses (+ the spike record). Where the time constants allow it (10% apart)
+the PSP kernel is the plain difference of exponentials (`eventsnn.neuron.kernel`'s
+``smooth=False``): nothing here is differentiated. Each phase runs in a `jax.named_scope`
+(push, bound, candidates with pull and sequence, record) for profiles. With ``d = 0`` the
+scheme does not apply and `simulate_windowed` refuses (the general event core,
+`eventsnn.simulate`, handles it).
 No external inputs: the population is driven by ``v_leak`` (tonic) and its own spikes.
 """
 
