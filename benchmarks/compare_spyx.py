@@ -102,8 +102,11 @@ def eventsnn_side(data) -> dict:
     out["epoch_s"] = epoch_seconds(loss, params, xs, ys)
 
     # The event engine on the same task shape: the inputs as exact spike times, CuBa-LIF
-    # hidden layer, first-spike readout; its fastest exact gradient (EventProp, TTFS path).
-    cfg = classify.ClassifierConfig(hidden=120, grad="eventprop", t_max=STEPS * DT)
+    # hidden layer, first-spike readout; its fastest exact gradient (EventProp, TTFS path,
+    # the plain PSP kernel).
+    cfg = classify.ClassifierConfig(
+        hidden=120, grad="eventprop", t_max=STEPS * DT, plain_kernel=True
+    )
     p = classify.init_params(jax.random.PRNGKey(0), cfg)
     times = jnp.asarray(data["steps"][:64] * DT, jnp.float32)
     spikes = es.Spikes(times, jnp.broadcast_to(jnp.arange(5), times.shape))

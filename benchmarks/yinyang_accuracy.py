@@ -25,11 +25,17 @@ def main():
     p.add_argument("--grad", default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--plain-kernel", action="store_true", help="event engine: plain PSP kernel")
     args = p.parse_args()
     accuracies, seconds = [], []
     for seed in args.seeds:
         ns = argparse.Namespace(
-            engine=args.engine, grad=args.grad, seed=seed, epochs=args.epochs, batch_size=None
+            engine=args.engine,
+            grad=args.grad,
+            seed=seed,
+            epochs=args.epochs,
+            batch_size=None,
+            plain_kernel=args.plain_kernel,
         )
         model, train = configs(ns)
         res = run_point_task("yinyang", model, train)

@@ -69,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="gradient method (default: eventprop for event, surrogate for discrete)",
     )
+    p.add_argument(
+        "--plain-kernel",
+        action="store_true",
+        help="event engine: the plain PSP kernel (same function, faster, other rounding)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of initial weights and shuffling")
     p.add_argument(
         "--epochs",
@@ -120,6 +125,8 @@ def configs(args) -> tuple[ClassifierConfig, TrainConfig]:
     model, train = CONFIGS[args.engine]
     grad = args.grad or ("eventprop" if args.engine == "event" else "surrogate")
     model = dataclasses.replace(model, grad=grad)
+    if getattr(args, "plain_kernel", False):
+        model = dataclasses.replace(model, plain_kernel=True)
     model.check()
     changes = {"seed": args.seed}
     if args.epochs is not None:

@@ -14,7 +14,7 @@ from eventsnn import classify
 from eventsnn import loss as L
 from eventsnn.classify import ClassifierConfig
 from eventsnn.datasets import two_d
-from eventsnn.tasks import run_point_task
+from eventsnn.tasks import load_splits, run_point_task
 from eventsnn.train import TrainConfig
 
 SMALL = ClassifierConfig(hidden=30, grad="analytic")  # the fast path; learning test: eventprop
@@ -142,8 +142,6 @@ def test_silent_label_peak_hinge_raises_silent_label_neurons():
     """Output weights too weak for any output spike: the hinge is positive, its gradient
     raises the label neurons' peak voltage (the hinge falls), and it vanishes where the
     label neuron spikes."""
-    from eventsnn.tasks import load_splits
-
     cfg = dataclasses.replace(SMALL, hidden=30, peak_push=1.0)
     points, labels = load_splits("yinyang")["train"]
     x, y = classify.encode(points[:32], cfg), jnp.asarray(labels[:32])
@@ -171,8 +169,6 @@ def test_output_populations_reduce_to_their_class(engine):
     """With two output neurons per class, a class scores its earliest spike (event) or
     largest voltage (discrete): a copy of each output neuron next to it changes no loss,
     count or prediction; a copy made stronger takes the class over."""
-    from eventsnn.tasks import load_splits
-
     grad = "eventprop" if engine == "event" else "surrogate"
     one = dataclasses.replace(SMALL, engine=engine, grad=grad, peak_push=1.0)
     two = dataclasses.replace(one, outputs_per_class=2)
@@ -195,12 +191,31 @@ def test_output_populations_reduce_to_their_class(engine):
         dataclasses.replace(one, outputs_per_class=0).check()
 
 
+@pytest.mark.parametrize("grad", ["eventprop", "analytic"])
+def test_plain_kernel_option_computes_the_same_loss_and_gradient(grad):
+    """``plain_kernel=True`` only changes how the PSP kernel is evaluated (float64 here:
+    agreement to rounding); it is refused where the time constants are too close."""
+    smooth = dataclasses.replace(SMALL, grad=grad)
+    plain = dataclasses.replace(smooth, plain_kernel=True)
+    assert classify.solver_for(smooth).smooth and not classify.solver_for(plain).smooth
+    points, labels = load_splits("yinyang")["train"]
+    x, y = classify.encode(points[:64], smooth), jnp.asarray(labels[:64])
+    params = classify.init_params(jax.random.PRNGKey(2), smooth)
+    out = [
+        jax.value_and_grad(lambda p, c=c: classify.loss_and_correct(p, x, y, c)[0])(params)
+        for c in (smooth, plain)
+    ]
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-12)
+    for a, b in zip(out[0][1], out[1][1]):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12 * float(jnp.max(jnp.abs(a))))
+    with pytest.raises(ValueError, match="plain_kernel"):
+        dataclasses.replace(plain, tau_syn=plain.tau_mem * 1.05).check()
+
+
 def test_silent_outputs_predict_the_class_closest_to_threshold():
     """Where every output neuron stays silent, the prediction is the class whose neuron
     came closest to threshold, checked against the hidden spikes' PSPs summed on a fine
     grid; where some output fires, it is the earliest spike as before."""
-    from eventsnn.tasks import load_splits
-
     cfg = dataclasses.replace(SMALL, grad="eventprop")
     points, _ = load_splits("yinyang")["test"]
     x = classify.encode(points[:64], cfg)
@@ -243,8 +258,13 @@ def test_runner_help_and_bad_combination():
         "--plots",
         "--checkpoint",
         "--resume",
+        "--plain-kernel",
     ):
         assert option in out.stdout
+    from tasks.yinyang import configs, parser
+
+    assert configs(parser().parse_args(["--plain-kernel"]))[0].plain_kernel
+    assert not configs(parser().parse_args([]))[0].plain_kernel
     bad = subprocess.run(
         [sys.executable, "-m", "tasks.yinyang", "--engine", "discrete", "--grad", "eventprop"],
         capture_output=True,

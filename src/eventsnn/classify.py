@@ -34,7 +34,7 @@ from .loss import (
     voltage_cross_entropy,
 )
 from .network import Layer, Network, Spikes
-from .neuron import LIFParams, plain_kernel_ok
+from .neuron import PLAIN_KERNEL_GAP, LIFParams, plain_kernel_ok
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class ClassifierConfig:
     w_out: tuple[float, float] = (0.5, 0.5)
     readout: str = "max"  # discrete engine: logits = max ("max") or mean ("mean") of V
     time_noise: float = 0.0  # std (s) of Gaussian jitter on input times during training
+    # Event engine: evaluate the PSP kernel as the plain difference of exponentials (the
+    # solvers' smooth=False): the same function, about 1.5x faster training, different
+    # float32 rounding (so other numbers than the default's, seed for seed).
+    plain_kernel: bool = False
 
     @property
     def n_out(self) -> int:
@@ -82,6 +86,11 @@ class ClassifierConfig:
             raise ValueError(
                 f"grad {self.grad!r} does not go with engine {self.engine!r}: use "
                 f"{' or '.join(combos[self.engine])}."
+            )
+        if self.plain_kernel and not plain_kernel_ok(self.tau_mem, self.tau_syn):
+            raise ValueError(
+                f"plain_kernel needs tau_mem and tau_syn at least {PLAIN_KERNEL_GAP:.0%} "
+                f"apart (got {self.tau_mem} and {self.tau_syn} s): set plain_kernel=False."
             )
 
 
@@ -132,9 +141,8 @@ def network(params, cfg: ClassifierConfig) -> Network:
 
 def solver_for(cfg: ClassifierConfig) -> SpikeTimeSolver:
     """The closed form where ``tau_mem = 2 tau_syn`` (known statically here, unlike inside a
-    traced network), else safeguarded Newton; the plain PSP kernel where the time constants
-    are far enough apart (fixed here, so nothing is differentiated through them)."""
-    smooth = not plain_kernel_ok(cfg.tau_mem, cfg.tau_syn)
+    traced network), else safeguarded Newton; the PSP kernel's form from ``plain_kernel``."""
+    smooth = not cfg.plain_kernel
     if cfg.tau_mem == 2 * cfg.tau_syn:
         return QuadraticSolver(smooth=smooth)
     return NewtonSolver(smooth=smooth)
