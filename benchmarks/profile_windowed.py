@@ -85,7 +85,15 @@ def profile(n: int, t_sim: float) -> dict:
     sources, weights, v_leak = es.balanced_ei(n, seed=1, in_degree=K)
     syn = es.Synapses.from_in_degree(sources, weights, n, dtype=jnp.float32)
     net = es.SparseNetwork(syn, delay=DELAY, v_leak=v_leak, **MODEL)
-    kw = dict(max_spikes=int(n * t_sim * 60), check_overflow=False)
+    # The same settings for the runs and for the program whose instruction names are read.
+    settings = dict(
+        max_spikes=int(n * t_sim * 60),
+        max_arrivals=32,
+        spikes_per_window=None,
+        push_chunk=None,
+        candidate_chunk=None,
+    )
+    kw = dict(settings, check_overflow=False)
     jax.block_until_ready(es.simulate_windowed(net, t_sim, **kw).count)
     start = time.perf_counter()
     res = es.simulate_windowed(net, t_sim, **kw)
@@ -95,7 +103,7 @@ def profile(n: int, t_sim: float) -> dict:
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
             jax.block_until_ready(es.simulate_windowed(net, t_sim, **kw).count)
         own = exclusive_times(next(Path(tmp).rglob("perfetto_trace.json.gz")))
-    budgets = windowed._budgets(net, t_sim, kw["max_spikes"], 32, None, None, None)
+    budgets = windowed._budgets(net, t_sim, *settings.values())
     scopes = op_scopes(windowed._simulate.lower(net, budgets).compile().compiled.as_text())
     windows = round(t_sim / DELAY)
     per_phase = collections.Counter()

@@ -125,7 +125,7 @@ def configs(args) -> tuple[ClassifierConfig, TrainConfig]:
     model, train = CONFIGS[args.engine]
     grad = args.grad or ("eventprop" if args.engine == "event" else "surrogate")
     model = dataclasses.replace(model, grad=grad)
-    if getattr(args, "plain_kernel", False):
+    if args.plain_kernel:
         model = dataclasses.replace(model, plain_kernel=True)
     model.check()
     changes = {"seed": args.seed}

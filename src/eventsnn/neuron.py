@@ -173,13 +173,18 @@ def kernel(t, tau_mem, tau_syn, smooth: bool = True):
 PLAIN_KERNEL_GAP = 0.1
 
 
+def plain_kernel_apart(tau_mem, tau_syn):
+    """Elementwise: time constants at least `PLAIN_KERNEL_GAP` of the smaller apart, where
+    `kernel`'s ``smooth=False`` form applies."""
+    return jnp.abs(tau_mem - tau_syn) >= PLAIN_KERNEL_GAP * jnp.minimum(tau_mem, tau_syn)
+
+
 def plain_kernel_ok(tau_mem, tau_syn) -> bool:
-    """Whether `kernel`'s ``smooth=False`` form applies: concrete time constants that differ
-    by at least `PLAIN_KERNEL_GAP` of the smaller everywhere."""
+    """Whether `kernel`'s ``smooth=False`` form applies everywhere: concrete time constants,
+    all `plain_kernel_apart` (False for traced ones, which cannot be checked)."""
     if not (is_concrete(tau_mem) and is_concrete(tau_syn)):
         return False
-    tm, ts = np.asarray(tau_mem, float), np.asarray(tau_syn, float)
-    return bool(np.all(np.abs(tm - ts) >= PLAIN_KERNEL_GAP * np.minimum(tm, ts)))
+    return bool(np.all(plain_kernel_apart(np.asarray(tau_mem, float), np.asarray(tau_syn, float))))
 
 
 def propagate(u0, i0, t, tau_mem, tau_syn, smooth: bool = True):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from .._validate import check_values
-from ..neuron import PLAIN_KERNEL_GAP, du_dt, extremum_time, propagate
+from ..neuron import PLAIN_KERNEL_GAP, du_dt, extremum_time, plain_kernel_apart, propagate
 
 SLOPE_FLOOR = 1e-6
 
@@ -79,7 +79,7 @@ class SpikeTimeSolver(eqx.Module):
             check_values(
                 f"{name}.tau_syn",
                 tau_syn,
-                jnp.abs(tau_mem - tau_syn) >= PLAIN_KERNEL_GAP * jnp.minimum(tau_mem, tau_syn),
+                plain_kernel_apart(tau_mem, tau_syn),
                 f"must differ from tau_mem by at least {PLAIN_KERNEL_GAP:.0%} for a solver "
                 "with smooth=False (the plain PSP kernel); use smooth=True",
             )
