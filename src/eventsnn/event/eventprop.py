@@ -36,6 +36,7 @@ from ..neuron import kernel
 from .order import time_order
 from .spike_time import SLOPE_FLOOR
 from .step import Arrivals, LayerState, finish, initial_state, rest_length, step
+from .windows import window_layer
 
 
 def run_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver) -> LayerState:
@@ -272,21 +273,32 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
     return grads, a.d_arrivals
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def eventprop_layer(layer: Layer, times, sources, t_max, max_spikes: int, solver) -> LayerState:
+def _forward(layer, times, sources, t_max, max_spikes, solver, windows) -> LayerState:
+    arrivals = Arrivals(times, sources)
+    if windows is None:
+        return run_layer(layer, arrivals, t_max, max_spikes, solver)
+    return window_layer(layer, arrivals, t_max, max_spikes, solver, windows)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def eventprop_layer(
+    layer: Layer, times, sources, t_max, max_spikes: int, solver, windows=None
+) -> LayerState:
     """Simulate one layer (one sample) from sorted arrivals; differentiable by EventProp.
 
-    Only the spike times (``out_times``) carry gradients.
+    The forward pass is the event loop, or the windowed engine (`windows.window_layer`)
+    when `windows` (a `Windows`) is given: the same records. Only the spike times
+    (``out_times``) carry gradients.
     """
-    return run_layer(layer, Arrivals(times, sources), t_max, max_spikes, solver)
+    return _forward(layer, times, sources, t_max, max_spikes, solver, windows)
 
 
-def _fwd(layer, times, sources, t_max, max_spikes, solver):
-    state = run_layer(layer, Arrivals(times, sources), t_max, max_spikes, solver)
+def _fwd(layer, times, sources, t_max, max_spikes, solver, windows):
+    state = _forward(layer, times, sources, t_max, max_spikes, solver, windows)
     return state, (layer, times, sources, t_max, state)
 
 
-def _bwd(max_spikes, solver, residuals, cotangent: LayerState):
+def _bwd(max_spikes, solver, windows, residuals, cotangent: LayerState):
     layer, times, sources, t_max, state = residuals
     grads, d_times = backward_layer(
         layer, Arrivals(times, sources), state, cotangent.out_times, t_max, solver.smooth

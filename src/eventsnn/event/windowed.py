@@ -45,8 +45,9 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._validate import is_concrete
 from ..network import Spikes
-from ..neuron import LIFParams, extremum_time, kernel, plain_kernel_ok, propagate
+from ..neuron import LIFParams, kernel, plain_kernel_ok, propagate
 from ..sparse import Synapses
+from .bound import excitation_bound, free_peak, psp_peak
 from .spike_time import NewtonSolver, bracket
 
 OVERFLOW_FIELDS = ("max_spikes", "max_arrivals", "spikes_per_window")
@@ -150,12 +151,6 @@ def _uniform_values(params: LIFParams) -> tuple:
     return tuple(out)
 
 
-def _psp_peak(tau_mem, tau_syn):
-    """Time (s) and height of the peak of the unit PSP `kernel`."""
-    t = extremum_time(jnp.zeros_like(tau_mem), jnp.ones_like(tau_mem), tau_mem, tau_syn)
-    return t, kernel(t, tau_mem, tau_syn)
-
-
 def _param_tables(params: LIFParams, uniform: dict) -> dict:
     """Per parameter: its common value (a scalar), or the per-neuron array padded for
     gathers at index n; and, derived from the time constants the same way, the time and
@@ -165,7 +160,7 @@ def _param_tables(params: LIFParams, uniform: dict) -> dict:
         f: uniform[f] if uniform[f] is not None else _table(getattr(params, f), 1.0)
         for f in _PARAMS
     }
-    table["psp_peak_time"], table["psp_peak"] = _psp_peak(table["tau_mem"], table["tau_syn"])
+    table["psp_peak_time"], table["psp_peak"] = psp_peak(table["tau_mem"], table["tau_syn"])
     return table
 
 
@@ -316,22 +311,6 @@ def _run_candidates(p, state, arrivals, t_end_w, spikes_per_window: int, smooth:
     return (u, i, r), spk, nsp, extra | jnp.any(live)
 
 
-def _excitation_bound(weight, lag, psp_at_lag, peak_time, peak):
-    """The most an arrival of `weight`, `lag` s before the window's end, can add to u at
-    any time up to that end: its PSP rises until `peak_time`, so the PSP at the end (or its
-    `peak`, if reached before). Inhibitory arrivals add nothing."""
-    return jnp.maximum(weight, 0.0) * jnp.where(lag <= peak_time, psp_at_lag, peak)
-
-
-def _free_peak(u0, i0, span, tau_mem, tau_syn, u_span, smooth: bool = True):
-    """Highest u of the motion from ``(u0, i0)`` without arrivals over ``[0, span]``: at an
-    end (`u_span` the value at `span`) or at its one extremum, where that falls inside."""
-    t_e = extremum_time(u0, i0, tau_mem, tau_syn)
-    inside = (t_e > 0) & (t_e < span)
-    u_e = propagate(u0, i0, jnp.where(inside, t_e, 0.0), tau_mem, tau_syn, smooth)[0]
-    return jnp.maximum(jnp.maximum(u0, u_span), jnp.where(inside, u_e, u0))
-
-
 def _window(net: SparseNetwork, budgets, carry, w):
     """Advance every neuron through window `w`: ``[w d, min((w + 1) d, t_end))``."""
     t_end, n_spikes_max, n_arr, n_per, b_push, b_cand, uniform, smooth = budgets
@@ -377,7 +356,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
         k_a = kernel(t1 - ta, tm_a, ts_a, smooth)
         c_u = jnp.where(before_rest, 0.0, wt * k_a)
         peak = (_gather(table["psp_peak_time"], tgt), _gather(table["psp_peak"], tgt))
-        c_up = jnp.where(before_rest, 0.0, _excitation_bound(wt, t1 - ta, k_a, *peak))
+        c_up = jnp.where(before_rest, 0.0, excitation_bound(wt, t1 - ta, k_a, *peak))
         parts = (c_i, jnp.where(before_rest, c_i, 0.0), c_u, c_up)
         sums = tuple(a.at[tgt].add(x) for a, x in zip(sums, parts))
         # The next step starts in the spike that owns slot (k + 1) b_push.
@@ -402,7 +381,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
         u_end = u0 * jnp.exp(-span / tm) + i_free * kernel(span, tm, ts, smooth) + u_arrived
         # The bound: the highest u of the free motion from the release on, plus the most every
         # later excitatory arrival can add (inhibition dropped).
-        free_top = _free_peak(u0, i_free, span, tm, ts, u_end - u_arrived, smooth)
+        free_top = free_peak(u0, i_free, span, tm, ts, u_end - u_arrived, smooth)
         cand = free_top + u_excited >= p.v_th - p.v_leak
         v_new = p.v_leak + u_end
         i_new = i * jnp.exp(-(t1 - t0) / ts) + i_arrived
