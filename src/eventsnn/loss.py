@@ -79,3 +79,43 @@ def silent_neuron_push(weights, presyn_fired, should_fire):
     silent = jax.lax.stop_gradient(should_fire.astype(weights.dtype))
     push = -jnp.mean(jnp.einsum("bi,ij,bj->b", pre, weights, silent))
     return push - jax.lax.stop_gradient(push)
+
+
+def weighted_spike_counts(spikes: Spikes, n: int, t_max) -> Float[Array, "... n"]:
+    """Spikes per neuron, each weighted by the share of the run still ahead of it,
+    ``(t_max - t) / t_max``, shape ``[..., n]``.
+
+    A spike count is piecewise constant in every parameter: its exact gradient is zero. This
+    count's gradient is exact and not zero: a spike that moves later counts less, and one
+    at ``t_max`` counts nothing, so no value jumps when a spike leaves the run. It is
+    differentiable through the spike times (hence through EventProp).
+    """
+
+    def one(times, indices):
+        real = jnp.isfinite(times) & (indices >= 0) & (times <= t_max)
+        w = jnp.where(real, (t_max - jnp.where(real, times, 0.0)) / t_max, 0.0)
+        idx = jnp.where(real, indices, n)
+        return jnp.zeros((n,), w.dtype).at[idx].add(w, mode="drop")
+
+    for _ in range(spikes.times.ndim - 1):
+        one = jax.vmap(one)
+    return one(spikes.times, spikes.indices)
+
+
+def spike_count_cross_entropy(spikes: Spikes, labels, *, n_classes: int, t_max, scale=1.0):
+    """Cross-entropy with `weighted_spike_counts` of the output neurons (times `scale`) as
+    logits: the class whose neuron spikes most, and earliest, wins. Mean over the batch.
+    Args: spikes ``[batch, k]`` of the output layer, labels ``[batch]`` int."""
+    logits = scale * weighted_spike_counts(spikes, n_classes, t_max)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=-1))
+
+
+def firing_rate_penalty(spikes: Spikes, n: int, *, t_max, upper, lower=0.0):
+    """The loss-shaping regulariser of hidden activity: mean over samples and neurons of
+    ``relu(c - upper)^2 + relu(lower - c)^2``, with ``c`` the `weighted_spike_counts`
+    (spikes per run). Its exact gradient moves the spikes of too busy neurons later (out of
+    the run, eventually) and those of too quiet ones earlier; a neuron that never spikes
+    has no spike time to move, and gets no gradient from it."""
+    c = weighted_spike_counts(spikes, n, t_max)
+    return jnp.mean(jax.nn.relu(c - upper) ** 2 + jax.nn.relu(lower - c) ** 2)

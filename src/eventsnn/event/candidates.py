@@ -106,6 +106,7 @@ def run_lanes(
     bounds = jnp.minimum(jnp.append(arrival_times, end), end)
     jumps = jnp.pad(jumps, ((0, 0), (0, 1)))
     rounds = 1 if first_only else spikes + 1
+    n_arr = jnp.sum(jnp.isfinite(arrival_times), dtype=jnp.int32)  # in the window, first
     lane = jnp.arange(c)
 
     def reach(t_hi, t_lo, i, r):
@@ -137,7 +138,9 @@ def run_lanes(
             )
 
         seg0 = (tau, u, i, jnp.full(c, -1, jnp.int32), jnp.full(c, jnp.nan, dtype))
-        tau, u, i, hit_at, rest_i = jax.lax.fori_loop(0, m + 1, segment, seg0)
+        # Segments past the window's last arrival are empty but the closing one (m).
+        tau, u, i, hit_at, rest_i = jax.lax.fori_loop(0, n_arr, segment, seg0)
+        tau, u, i, hit_at, rest_i = segment(m, (tau, u, i, hit_at, rest_i))
         times, current, at_once, rest_current, count, first = rec
         rest_current = rest_current.at[lane, rest_slot].set(
             jnp.where(jnp.isnan(rest_i), rest_current[lane, rest_slot], rest_i)

@@ -186,6 +186,8 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
     m_in = min(cfg.arrivals, max(n_arr, 1))
 
     # 1. The window's end and arrivals.
+    scope = jax.named_scope("arrivals")
+    scope.__enter__()
     limit = jnp.minimum(t_max, c.cut)
     if cfg.max_length is not None:
         limit = jnp.minimum(limit, c.t + cfg.max_length)
@@ -215,10 +217,12 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
     if delayed:  # merge the two sorted lists for the candidates' sequences
         order = time_order(arr_t)
         arr_t, rows, taken = arr_t[order], rows[order], taken[order]
+    scope.__exit__(None, None, None)
 
     # 2. Superposition and the bound.
-    dense = _superpose(layer, c, end, closing, arr_t, rows, taken, solver.smooth)
-    cand_idx, n_chunks = _candidates(dense, cfg.chunk)
+    with jax.named_scope("superpose"):
+        dense = _superpose(layer, c, end, closing, arr_t, rows, taken, solver.smooth)
+        cand_idx, n_chunks = _candidates(dense, cfg.chunk)
 
     # 3. Candidates, a chunk at a time.
     def lanes_of(k):
@@ -227,11 +231,12 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
         q = _lane_params(layer, idx)
         state = tuple(jnp.take(x, idx, mode="fill", fill_value=0.0) for x in (c.u, c.i, c.r))
         jumps = jnp.take(rows, idx, axis=1, mode="fill", fill_value=0.0).T
-        lanes = run_lanes(
-            q, state, valid, c.t, end, arr_t, jumps, solver=solver,
-            spikes=1 if layer.single_spike else cfg.spikes, first_only=zero_delay,
-            closing=closing,
-        )  # fmt: skip
+        with jax.named_scope("lanes"):
+            lanes = run_lanes(
+                q, state, valid, c.t, end, arr_t, jumps, solver=solver,
+                spikes=1 if layer.single_spike else cfg.spikes, first_only=zero_delay,
+                closing=closing,
+            )  # fmt: skip
         return idx, valid, lanes
 
     if zero_delay:

@@ -1,0 +1,176 @@
+"""A non-spiking leaky-integrator readout in the event engine: exact voltage at any time.
+
+Each readout neuron ``j`` follows the model of the spiking layers without a threshold,
+``tau_syn dI/dt = -I``, ``tau_mem dV/dt = -V + I``, ``V(0) = I(0) = 0``; a spike of source
+``i`` at time ``s`` (plus the readout's delay) adds ``W[i, j]`` to ``I``. By superposition
+``V(t) = sum_b W[i_b, j] k(t - s_b)`` over the arrivals before ``t``, with the PSP kernel
+``k`` of `eventsnn.neuron.kernel`: the voltage is exact at any time and smooth in the weights,
+time constants and spike times.
+
+What the classification losses read (Nowotny et al. 2022, "Loss shaping enhances exact
+gradient learning with EventProp"):
+
+- `peak`: each neuron's maximum of ``V`` over ``[0, t_max]``. Between arrivals ``V`` has at
+  most one extremum (closed form), so the maximum is at an arrival, at an interior extremum
+  or at ``t_max``. Its gradient is exact: at an interior maximum ``dV/dt = 0`` and its time
+  carries no gradient (in adjoint terms the loss enters ``lambda_V`` as a jump at that time);
+  at an arrival (a kink) it moves with that arrival.
+- `integral`: ``int_0^t_max V dt = sum_b W[i_b, j] K(t_max - s_b)`` with
+  ``K(D) = int_0^D k = tau_syn (1 - exp(-D/tau_syn)) - tau_mem k(D)`` (from the PSP's own
+  ODE), exact for every ratio of the time constants.
+- `trace`: ``V`` at given times (plots, checks).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._validate import check_values
+from .event.order import time_order
+from .network import Spikes
+from .neuron import extremum_time, kernel, propagate
+
+
+class LIReadout(eqx.Module):
+    """Leaky-integrator readout neurons (CuBa, no threshold, no reset).
+
+    Attributes:
+        weights: ``[n_in, n]`` jump of ``I`` per input spike, row = source.
+        tau_mem, tau_syn: ``[n]`` time constants (s), > 0; any ratio, equality included.
+        delay: synaptic delay (s) of every connection into the readout (static).
+    """
+
+    weights: Float[Array, "n_in n"]
+    tau_mem: Float[Array, " n"]
+    tau_syn: Float[Array, " n"]
+    delay: float = eqx.field(static=True, default=0.0)
+
+    def __init__(self, weights, *, tau_mem, tau_syn, delay: float = 0.0, dtype=None):
+        weights = jnp.asarray(weights, dtype=dtype)
+        if weights.ndim != 2:
+            raise ValueError(
+                f"LIReadout weights must be 2-D [inputs, size], got shape {weights.shape}."
+            )
+        n = weights.shape[1]
+        for name, value in (("tau_mem", tau_mem), ("tau_syn", tau_syn)):
+            arr = jnp.asarray(value, dtype=weights.dtype)
+            if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+                raise ValueError(
+                    f"LIReadout.{name} must be a scalar or have shape ({n},), got "
+                    f"{tuple(arr.shape)}."
+                )
+            check_values(f"LIReadout.{name}", arr, arr > 0, "must be > 0 seconds")
+            setattr(self, name, jnp.broadcast_to(arr, (n,)))
+        check_values("LIReadout.weights", weights, jnp.isfinite(weights), "must be finite")
+        if not (isinstance(delay, (int, float)) and delay >= 0):
+            raise ValueError(f"LIReadout.delay must be a number of seconds >= 0, got {delay!r}.")
+        self.weights = weights
+        self.delay = float(delay)
+
+    @property
+    def size(self) -> int:
+        return self.weights.shape[1]
+
+
+def _arrivals(readout: LIReadout, spikes: Spikes, presorted: bool):
+    """Arrival times ``[K]`` (sorted, inf padded) and their jumps ``[K, n]``."""
+    t, idx = spikes.times, spikes.indices
+    if not presorted:
+        order = time_order(t)
+        t, idx = t[order], idx[order]
+    real = jnp.isfinite(t) & (idx >= 0)
+    jumps = jnp.where(real[:, None], readout.weights[jnp.where(real, idx, 0)], 0.0)
+    return jnp.where(real, t + readout.delay, jnp.inf), jumps
+
+
+def _psp_sum(readout: LIReadout, arr_t, jumps, at):
+    """``V`` at times ``at [n]`` (one per neuron): ``sum_b jumps[b] k(at - s_b)`` over the
+    arrivals before ``at``. Differentiable in everything."""
+    lag = at[None, :] - arr_t[:, None]  # [K, n]
+    before = lag > 0
+    k = kernel(jnp.where(before, lag, 1.0), readout.tau_mem, readout.tau_syn)
+    return jnp.sum(jnp.where(before, jumps * k, 0.0), axis=0)
+
+
+def trace(readout: LIReadout, spikes: Spikes, times, *, presorted: bool = False):
+    """``V`` ``[len(times), n]`` of one sample's readout at the given times (s)."""
+    arr_t, jumps = _arrivals(readout, spikes, presorted)
+    times = jnp.asarray(times, arr_t.dtype)
+    return jax.vmap(lambda t: _psp_sum(readout, arr_t, jumps, jnp.full(readout.size, t)))(times)
+
+
+def _peak_time(readout: LIReadout, arr_t, jumps, t_max):
+    """Time of each neuron's maximum of ``V`` over ``[0, t_max]`` and the index of the
+    arrival it sits on (-1: an interior extremum, ``t_max`` or 0). Values only."""
+    tm, ts = readout.tau_mem, readout.tau_syn
+    inside = arr_t <= t_max
+    arr_t = jnp.where(inside, arr_t, jnp.inf)
+    gap = jnp.diff(arr_t, prepend=jnp.zeros_like(arr_t[:1]))
+    gap = jnp.where(jnp.isfinite(gap), gap, 0.0)[:, None]
+
+    def arrive(state, x):  # V and I just before each arrival, then its jump
+        (u, i), (dt, w) = state, x
+        u, i = propagate(u, i, dt, tm, ts)
+        return (u, i + w), (u, i + w)
+
+    zero = jnp.zeros(readout.size, arr_t.dtype)
+    _, (u_at, i_after) = jax.lax.scan(
+        arrive, (zero, zero), (gap, jnp.where(inside[:, None], jumps, 0.0))
+    )
+    # Pieces: from each arrival to the next one (the last: to t_max).
+    nxt = jnp.append(arr_t[1:], jnp.inf)
+    piece_end = jnp.minimum(nxt, t_max)[:, None]
+    span = jnp.where(inside[:, None], piece_end - arr_t[:, None], 0.0)
+    t_e = extremum_time(u_at, i_after, tm, ts)
+    interior = inside[:, None] & (t_e > 0) & (t_e < span)
+    u_e = propagate(u_at, i_after, jnp.where(interior, t_e, 0.0), tm, ts)[0]
+    # The state at t_max: from the last arrival inside.
+    last = jnp.maximum(jnp.sum(inside) - 1, 0)
+    u_end = jnp.where(
+        jnp.any(inside),
+        propagate(
+            u_at[last], i_after[last], t_max - jnp.where(jnp.any(inside), arr_t[last], 0.0), tm, ts
+        )[0],  # fmt: skip
+        0.0,
+    )
+    # Candidates: every arrival, every interior extremum, t_max (and V(0) = 0 at t = 0).
+    at_arrival = jnp.where(inside[:, None], u_at, -jnp.inf)
+    at_extremum = jnp.where(interior, u_e, -jnp.inf)
+    best_arrival = jnp.argmax(at_arrival, axis=0)
+    best_extremum = jnp.argmax(at_extremum, axis=0)
+    cols = jnp.arange(readout.size)
+    v_arr = at_arrival[best_arrival, cols]
+    v_ext = at_extremum[best_extremum, cols]
+    t_ext = arr_t[best_extremum] + t_e[best_extremum, cols]
+    values = jnp.stack([jnp.zeros_like(u_end), u_end, v_arr, v_ext])
+    times = jnp.stack([jnp.zeros_like(u_end), jnp.full_like(u_end, t_max),
+                       arr_t[best_arrival], t_ext])  # fmt: skip
+    kind = jnp.argmax(values, axis=0)
+    t_star = times[kind, cols]
+    on_arrival = jnp.where(kind == 2, best_arrival, -1)
+    return t_star, on_arrival
+
+
+def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False):
+    """Each readout neuron's maximum of ``V`` over ``[0, t_max]`` and its time (s), for one
+    sample: ``(value [n], time [n])``. The value is differentiable (exactly, see the module
+    docstring); the time is not."""
+    arr_t, jumps = _arrivals(readout, spikes, presorted)
+    t_star, on_arrival = jax.lax.stop_gradient(_peak_time(readout, arr_t, jumps, t_max))
+    # At a kink the maximum moves with the arrival it sits on; elsewhere its time is fixed.
+    t_eval = jnp.where(on_arrival >= 0, arr_t[jnp.maximum(on_arrival, 0)], t_star)
+    return _psp_sum(readout, arr_t, jumps, t_eval), t_star
+
+
+def integral(readout: LIReadout, spikes: Spikes, t_max):
+    """``int_0^t_max V dt`` ``[n]`` (V s) of one sample's readout, differentiable."""
+    arr_t, jumps = _arrivals(readout, spikes, presorted=True)
+    tm, ts = readout.tau_mem, readout.tau_syn
+    span = t_max - arr_t[:, None]
+    inside = span > 0
+    d = jnp.where(inside, span, 1.0)
+    area = ts * -jnp.expm1(-d / ts) - tm * kernel(d, tm, ts)
+    return jnp.sum(jnp.where(inside, jumps * area, 0.0), axis=0)
