@@ -115,5 +115,5 @@ def _locate(data_dir: Path, filename: str, title: str) -> Path:
     raise DatasetNotFoundError(
         f"{filename} not found in {data_dir.resolve()} (nor {filename}.gz): the {title} "
         f"are published at {HEIDELBERG_URL} (mirror {HEIDELBERG_MIRROR}); download "
-        f"{filename}.gz into that directory (--data-dir)."
+        f"{filename}.gz there or give the directory that holds it (data_dir, --data-dir)."
     )
