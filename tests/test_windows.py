@@ -2,7 +2,11 @@
 event loop on random networks, the same EventProp gradients, and every budget cut handled
 (a window too full is run again shorter, never truncated)."""
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_event_core import MAX_SPIKES, T_MAX, build, cases
@@ -40,3 +44,123 @@ def test_same_spikes_as_the_event_loop(case, tight):
     assume(not bool(np.asarray(loop.overflow).any()))
     windowed = run(net, inputs, TIGHT if tight else ROOMY)
     assert_same_records(loop, windowed)
+
+
+def _loss(net, times, indices, windows, hidden_weight=0.3):
+    """Output first-spike times plus every hidden spike time: every layer gets gradients."""
+    res = run(net, es.Spikes(times, indices), windows)
+    c = jnp.linspace(1.0, -0.5, net.layers[-1].size)
+    out = es.linear_spike_time_loss(res.output, c)
+    hidden = sum(
+        es.linear_spike_time_loss(r, jnp.ones(layer.size), first_spike=False)
+        for r, layer in zip(res.layers[:-1], net.layers[:-1])
+    )
+    return out + hidden_weight * hidden, res
+
+
+_grad = eqx.filter_jit(
+    lambda net, times, indices, windows: jax.grad(
+        lambda n, t: _loss(n, t, indices, windows)[0], argnums=(0, 1)
+    )(net, times)
+)
+
+
+def assert_close_trees(a, b, rtol):
+    """Elementwise, relative to each leaf's largest entry, with an absolute floor."""
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        assert np.all(np.isfinite(x)) and np.all(np.isfinite(y)), jax.tree_util.keystr(path)
+        tol = rtol * max(np.max(np.abs(x), initial=0.0), 1e-9)
+        np.testing.assert_allclose(y, x, rtol=0, atol=tol, err_msg=jax.tree_util.keystr(path))
+
+
+@settings(max_examples=30)
+@given(case=cases(), tight=st.booleans())
+def test_same_gradients_as_the_event_loop(case, tight):
+    """EventProp over the windows (forward and backward) against EventProp over the event
+    loop: every parameter and input time, to 1e-9 of each array's scale (float64)."""
+    net, inputs = build(case)
+    loop = run(net, inputs)
+    assume(not bool(np.asarray(loop.overflow).any()))
+    assume(int(np.asarray(loop.counts).sum()) > 0)
+    windows = TIGHT if tight else ROOMY
+    g_loop = _grad(net, inputs.times, inputs.indices, None)
+    g_win = _grad(net, inputs.times, inputs.indices, windows)
+    assert_close_trees(g_loop, g_win, 1e-9)
+
+
+def _named(kind):
+    """Recurrent multi-spike networks the windows must differentiate exactly."""
+    rng = np.random.default_rng(7)
+    lif = dict(tau_mem=0.01, tau_syn=0.004)
+    settings = {
+        "recurrent": ((3, 6, 2), 0.6, {}, {}),
+        "recurrent_delay_refractory": (
+            (3, 6, 2),
+            0.6,
+            dict(delay=0.7e-3, t_refrac=1.5e-3),
+            dict(delay=0.3e-3),
+        ),
+        "leak_reset_tonic": (
+            (3, 5, 2),
+            0.4,
+            dict(v_leak=np.linspace(0.2, 1.3, 5), v_reset=-0.4, delay=1e-3),
+            {},
+        ),
+    }
+    (n_in, n, n_out), rec_std, hidden, output = settings[kind]
+    w_in = rng.normal(0.5 if kind == "leak_reset_tonic" else 1.2, 0.6, (n_in, n))
+    rec = rng.normal(0, rec_std, (n, n))
+    return es.Network(
+        [
+            es.dense_layer(w_in, recurrent_weights=rec, **lif, **hidden),
+            es.dense_layer(rng.normal(1.0, 0.6, (n, n_out)), **lif, **output),
+        ]
+    )
+
+
+def _direction(net, rng):
+    """A random direction scaled like each parameter (t_refrac left alone: a kink at 0)."""
+    d = jax.tree.map(lambda x: rng.normal(size=x.shape) * np.where(x != 0, np.abs(x), 1.0), net)
+    return eqx.tree_at(
+        lambda n: [layer.params.t_refrac for layer in n.layers],
+        d,
+        [np.zeros(layer.size) for layer in net.layers],
+    )
+
+
+@pytest.mark.parametrize("kind", ["recurrent", "recurrent_delay_refractory", "leak_reset_tonic"])
+def test_gradients_match_finite_differences(kind):
+    """Central differences (float64) of the simulated loss along random directions against
+    the windowed EventProp gradient, on named recurrent networks whose neurons spike
+    several times."""
+    net = _named(kind)
+    rng = np.random.default_rng(3)
+    times = jnp.asarray(np.sort(rng.uniform(0, 0.015, 9)))
+    indices = jnp.asarray(rng.integers(0, 3, 9))
+    res = run(net, es.Spikes(times, indices))
+    counts = np.bincount(np.asarray(res.layers[0].indices)[: int(res.counts[0])], minlength=5)
+    assert counts.max() >= 2 and int(res.counts[-1]) > 0, counts
+    g_net, g_t = _grad(net, times, indices, ROOMY)
+    f = eqx.filter_jit(lambda n, t: _loss(n, t, indices, ROOMY))
+    checked = 0
+    for _ in range(4):
+        d_net, d_t = _direction(net, rng), rng.normal(size=times.shape) * 1e-3
+        eps = 1e-7
+        (lp, rp), (lm, rm) = (
+            f(jax.tree.map(lambda x, dx, h=h: x + h * dx, net, d_net), times + h * d_t)
+            for h in (eps, -eps)
+        )
+        same = all(
+            np.array_equal(np.asarray(a.indices), np.asarray(b.indices))
+            for a, b in zip(rp.layers, rm.layers)
+        )
+        if not same:
+            continue
+        fd = (float(lp) - float(lm)) / (2 * eps)
+        directional = sum(
+            float(jnp.sum(g * dx)) for g, dx in zip(jax.tree.leaves(g_net), jax.tree.leaves(d_net))
+        ) + float(jnp.sum(g_t * d_t))
+        assert abs(directional - fd) <= 1e-6 * max(abs(fd), 1e-3), (directional, fd)
+        checked += 1
+    assert checked >= 3, checked

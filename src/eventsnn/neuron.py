@@ -20,6 +20,7 @@ both, and free of overflow for any ratio.
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -184,7 +185,9 @@ def plain_kernel_ok(tau_mem, tau_syn) -> bool:
     all `plain_kernel_apart` (False for traced ones, which cannot be checked)."""
     if not (is_concrete(tau_mem) and is_concrete(tau_syn)):
         return False
-    return bool(np.all(plain_kernel_apart(np.asarray(tau_mem, float), np.asarray(tau_syn, float))))
+    with jax.ensure_compile_time_eval():  # concrete values: a Python bool, also in a trace
+        apart = plain_kernel_apart(np.asarray(tau_mem, float), np.asarray(tau_syn, float))
+        return bool(np.all(np.asarray(apart)))
 
 
 def propagate(u0, i0, t, tau_mem, tau_syn, smooth: bool = True):

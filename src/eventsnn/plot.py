@@ -96,6 +96,42 @@ def task_plots(directory: Path, weights, cfg, splits, history) -> list[Path]:
     return paths
 
 
+def spike_task_plots(directory: Path, params, cfg, data, history) -> list[Path]:
+    """Write learning_curves.png and raster.png (the first test sample's input and hidden
+    spikes, and its readout voltage for the LI readout) into `directory`."""
+    from . import classify_spikes
+    from .network import Spikes
+
+    plt = _pyplot()
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    learning_curves(ax, history)
+    paths.append(_save(fig, directory / "learning_curves.png", plt))
+
+    sample = data.subset(np.arange(1)).to_device()
+    x = sample.spikes()
+    _, hidden, _, _ = classify_spikes.outputs(params, x, cfg)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    records = [Spikes(x.times[0], x.indices[0]), Spikes(hidden.times[0], hidden.indices[0])]
+    raster(top, records, (cfg.n_in, cfg.hidden), cfg.t_max)
+    top.set_title(f"spike raster (label {int(sample.labels[0])}): inputs, then hidden")
+    if cfg.engine == "event" and cfg.loss != "count":
+        from .readout import LIReadout, trace
+
+        ro = LIReadout(
+            classify_spikes.output_weights(params, cfg),
+            tau_mem=cfg.readout_tau_mem,
+            tau_syn=cfg.readout_tau_syn,
+        )
+        t = np.linspace(0.0, cfg.t_max, 400)
+        v = np.asarray(trace(ro, records[1], t, presorted=True))
+        bottom.plot(1e3 * t, v)
+        bottom.set(xlabel="time (ms)", ylabel="readout V", title="readout voltages")
+    paths.append(_save(fig, directory / "raster.png", plt))
+    return paths
+
+
 def _save(fig, path: Path, plt) -> Path:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

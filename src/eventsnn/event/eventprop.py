@@ -37,6 +37,7 @@ from .order import time_order
 from .spike_time import SLOPE_FLOOR
 from .step import Arrivals, LayerState, finish, initial_state, rest_length, step
 from .windows import window_layer
+from .windows_adjoint import backward_windows
 
 
 def run_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver) -> LayerState:
@@ -300,9 +301,15 @@ def _fwd(layer, times, sources, t_max, max_spikes, solver, windows):
 
 def _bwd(max_spikes, solver, windows, residuals, cotangent: LayerState):
     layer, times, sources, t_max, state = residuals
-    grads, d_times = backward_layer(
-        layer, Arrivals(times, sources), state, cotangent.out_times, t_max, solver.smooth
-    )
+    arrivals = Arrivals(times, sources)
+    if windows is None:
+        grads, d_times = backward_layer(
+            layer, arrivals, state, cotangent.out_times, t_max, solver.smooth
+        )
+    else:
+        grads, d_times = backward_windows(
+            layer, arrivals, state, cotangent.out_times, t_max, solver.smooth, windows
+        )
     return grads, d_times, None, jnp.zeros_like(t_max)
 
 

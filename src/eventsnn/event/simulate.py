@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -17,7 +18,7 @@ from .order import time_order
 from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
 from .step import Arrivals, finish, initial_state, step
 from .ttfs import ttfs_layer
-from .windows import Windows
+from .windows import Windows, uniform_time_constants
 
 
 class SimulationResult(eqx.Module):
@@ -113,8 +114,9 @@ def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver, m
     for k, (layer, budget) in enumerate(zip(network.layers, budgets)):
         # A layer's record is sorted by time, ties by index: the next layer needs no sort.
         inputs, count, over = simulate_layer(
-            layer, inputs, t_max, budget, solver, method, fast, presorted=k > 0, windows=windows
-        )
+            layer, inputs, t_max, budget, solver, method, fast, presorted=k > 0,
+            windows=None if windows is None else windows[k],
+        )  # fmt: skip
         records.append(inputs)
         counts.append(count)
         overflow.append(over)
@@ -216,6 +218,20 @@ def simulate(
     dtype = network.layers[0].weights.dtype
     inputs = Spikes(inputs.times.astype(dtype), inputs.indices)
     t_max = jnp.asarray(t_max, dtype)
+    if windows is not None:  # per layer: shared time constants where they are uniform
+        for k, layer in enumerate(network.layers):
+            if windows.shared_time_constants and is_concrete(layer.params.tau_mem):
+                if not uniform_time_constants(layer):
+                    raise ValueError(
+                        f"layers[{k}]: Windows(shared_time_constants=True) but its neurons "
+                        "have different tau_mem or tau_syn; set shared_time_constants=False."
+                    )
+        windows = tuple(
+            dataclasses.replace(windows, shared_time_constants=True)
+            if uniform_time_constants(layer)
+            else windows
+            for layer in network.layers
+        )
     result = _simulate_batch(network, inputs, t_max, budgets, solver, method, fast_ttfs, windows)
     if check_overflow:
         result.raise_if_overflow(budgets)

@@ -34,7 +34,9 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .._validate import is_concrete
 from ..network import Layer
 from ..neuron import kernel
 from .bound import excitation_bound, free_peak, psp_peak
@@ -55,6 +57,11 @@ class Windows(eqx.Module):
         window_spikes: spikes of the whole layer within one window (the same).
         chunk: candidate neurons advanced together.
         max_length: longest window (s); None: only the arrivals and the delay bound it.
+        shared_time_constants: every neuron of a layer has the same ``tau_mem`` and the
+            same ``tau_syn``, so exponentials are computed once per arrival instead of
+            once per arrival and neuron (several times faster). Checked: a layer whose time
+            constants differ raises an error (at run time inside jit). `simulate` sets it
+            by itself where the time constants are concrete and uniform.
     """
 
     arrivals: int = eqx.field(static=True, default=32)
@@ -63,6 +70,7 @@ class Windows(eqx.Module):
     window_spikes: int = eqx.field(static=True, default=32)
     chunk: int = eqx.field(static=True, default=32)
     max_length: float | None = eqx.field(static=True, default=None)
+    shared_time_constants: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         for name in ("arrivals", "recurrent_arrivals", "spikes", "window_spikes", "chunk"):
@@ -73,6 +81,34 @@ class Windows(eqx.Module):
             raise ValueError(
                 f"Windows.max_length must be None or > 0 seconds, got {self.max_length!r}."
             )
+
+
+def time_constants(layer: Layer, cfg: Windows):
+    """``(tau_mem, tau_syn)`` of the layer: ``[n]`` each, or scalars where
+    ``cfg.shared_time_constants`` (checked, inside jit too)."""
+    tm, ts = layer.params.tau_mem, layer.params.tau_syn
+    if not cfg.shared_time_constants:
+        return tm, ts
+    differ = jnp.any(tm != tm[0]) | jnp.any(ts != ts[0])
+    if is_concrete(differ):
+        if bool(differ):
+            raise ValueError(
+                "Windows(shared_time_constants=True) but the layer's neurons have different "
+                "tau_mem or tau_syn: set shared_time_constants=False."
+            )
+        return tm[0], ts[0]
+    message = "Windows(shared_time_constants=True) but the neurons' time constants differ"
+    return eqx.error_if(tm[0], differ, message), ts[0]
+
+
+def uniform_time_constants(layer: Layer) -> bool:
+    """Whether the layer's time constants are concrete and shared by all its neurons."""
+    tm, ts = layer.params.tau_mem, layer.params.tau_syn
+    if not (is_concrete(tm) and is_concrete(ts)):
+        return False
+    return bool(
+        np.all(np.asarray(tm) == np.asarray(tm)[0]) and np.all(np.asarray(ts) == np.asarray(ts)[0])
+    )
 
 
 class _Carry(NamedTuple):
@@ -109,13 +145,15 @@ def _applied(arr_t, t, end):
     return (arr_t < end) | ((arr_t == t) & (end == t))
 
 
-def _superpose(layer: Layer, c: _Carry, end, closing, arr_t, jumps, applied, smooth) -> _Dense:
+def _superpose(
+    layer: Layer, c: _Carry, end, closing, arr_t, jumps, applied, smooth, taus
+) -> _Dense:
     """State of every neuron at `end` from its state at ``c.t`` and the `applied` arrivals
     of ``arr_t [m]`` with ``jumps [m, n]``, exact where it does not spike, and the spike
     bound."""
     p = layer.params
     t = c.t
-    tm, ts = p.tau_mem, p.tau_syn
+    tm, ts = taus
     theta, u_reset = p.v_th - p.v_leak, p.v_reset - p.v_leak
     lag = jnp.where(applied, end - arr_t, 0.0)[:, None]  # [m, 1]
     jumps = jnp.where(applied[:, None], jumps, 0.0)
@@ -178,6 +216,7 @@ def _record_rest(c: _Carry, neurons, values, ok):
 
 def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
     n = layer.size
+    taus = time_constants(layer, cfg)
     rec = layer.recurrent_weights
     d = layer.delay
     delayed, zero_delay = rec is not None and d > 0, rec is not None and d == 0
@@ -221,7 +260,7 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
 
     # 2. Superposition and the bound.
     with jax.named_scope("superpose"):
-        dense = _superpose(layer, c, end, closing, arr_t, rows, taken, solver.smooth)
+        dense = _superpose(layer, c, end, closing, arr_t, rows, taken, solver.smooth, taus)
         cand_idx, n_chunks = _candidates(dense, cfg.chunk)
 
     # 3. Candidates, a chunk at a time.
@@ -240,12 +279,14 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
         return idx, valid, lanes
 
     if zero_delay:
-        return _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget)
+        return _commit_first(
+            layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus
+        )
     return _commit_all(layer, c, end, dense, lanes_of, n_chunks, n_taken_in, n_taken_rec,
                        budget, cfg)  # fmt: skip
 
 
-def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget):
+def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus):
     """Zero-delay recurrence: the window ends at the layer's earliest crossing (if any
     before `end`); every neuron is superposed to it and the neurons crossing there spike."""
     n, p = layer.size, layer.params
@@ -260,7 +301,7 @@ def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks,
     end = jnp.minimum(end, t_spike)
     # Input arrivals at the spike time itself come after it (the next window).
     applied = jnp.where(fires_at, arr_t < end, _applied(arr_t, c.t, end))
-    dense = _superpose(layer, c, end, end >= t_max, arr_t, rows, applied, solver.smooth)
+    dense = _superpose(layer, c, end, end >= t_max, arr_t, rows, applied, solver.smooth, taus)
     spikers = fires_at & (first == t_spike)
     taken_in = jnp.sum(applied, dtype=jnp.int32)
 
