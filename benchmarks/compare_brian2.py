@@ -4,14 +4,15 @@ Both sides simulate the same network (one generator, `eventsnn.balanced_ei`, han
 Brian2 as arrays) for 1 s: N neurons, fixed in-degree 100, 1 ms delay. eventsnn runs in
 float32; Brian2 runs in C++ standalone mode (dt 0.1 ms, method exact) twice, in float32
 (``prefs.core.default_float_dtype``, the fair comparison) and in float64 (its default), per
-N and dtype the faster of no OpenMP and OpenMP with one thread per core. Each side runs in
-its own subprocess, alternating per N, and times its run `--repeats` times (default 3) after
-the first (eventsnn: the compiling call; Brian2: the built binary run again), keeping the
-best. Peak memory: eventsnn's process (JAX included); Brian2's standalone binary (the
-child that simulates, measured by a wrapper around it, ``run_cmd_unix``), not the Python
-process that builds it. Prints one JSON line per side, dtype and N, then a summary with
-``events_per_s_<N>_ratio`` (eventsnn / Brian2 float32), ``events_per_s_<N>_ratio_f64``
-(eventsnn / Brian2 float64) and ``rate_rel_diff_<N>`` (against Brian2 float32).
+N and dtype the faster of no OpenMP and OpenMP with one thread per core (``--threads``; 0:
+no OpenMP only). Each side runs in its own subprocess, alternating per N, and times its
+run `--repeats` times (default 3), keeping the best: eventsnn after a first, compiling
+call; Brian2 by running its built binary again. Peak memory: eventsnn's process (JAX
+included); Brian2's standalone binary (the child that simulates, measured by a wrapper
+around it, ``run_cmd_unix``), not the Python process that builds it. Prints one JSON line
+per side, dtype and N, then a summary with ``events_per_s_<N>_ratio`` (eventsnn / Brian2
+float32), ``events_per_s_<N>_ratio_f64`` (eventsnn / Brian2 float64) and
+``rate_rel_diff_<N>`` (against Brian2 float32).
 
     .venv/bin/python benchmarks/compare_brian2.py --brian2-python /tmp/brian2-venv/bin/python \
         [--sizes 1000 10000 100000] [--repeats 3] [--plot benchmarks/brian2.png]
@@ -201,7 +202,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--brian2-python", help="interpreter of a venv with brian2==2.11.0")
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="OpenMP threads of Brian2's second try (0: none; OpenMP spins on busy cores)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side (best counts)")
     p.add_argument("--plot", type=Path, default=None, help="PNG: time and events/s vs N, rates")
     p.add_argument("--side", choices=("eventsnn", "brian2"), help=argparse.SUPPRESS)
@@ -250,7 +256,7 @@ def main():
                                 [*common, "--out", str(out), "--side-float", dtype]
                                 + ["--side-threads", str(t)],
                             )
-                            for t in (0, args.threads)
+                            for t in sorted({0, args.threads})
                         ]
                         r = min(tries, key=lambda x: x["run_s"])
                         r["other_threads_run_s"] = max(x["run_s"] for x in tries)
