@@ -130,7 +130,7 @@ def side_brian2(npz: Path, out: Path, threads: int, dtype: str, repeats: int) ->
         runs.append(float(b2.device._last_run_time))
     counts = np.bincount(np.asarray(monitor.i), minlength=n)
     np.save(out, counts)
-    v_dtype = str(group.variables["v"].dtype)
+    v_dtype = np.dtype(group.variables["v"].dtype).name
     if v_dtype != dtype:
         raise RuntimeError(f"Brian2 ran with v in {v_dtype}, not {dtype}.")
     binary_kib = [int(line) for line in peaks.read_text().split()]
