@@ -410,9 +410,10 @@ def write_case(path: Path, w: dict, data: dict, t_sim: float) -> None:
 
 
 def curves(python: str, tmp: Path, w: dict, readout: str) -> dict:
-    """Spyx's gradient time (s per batch of 32) against input spikes per sample and against
-    simulated time; the exact side will get the same points."""
+    """Gradient time (s per batch of 32) against input spikes per sample and against
+    simulated time: Spyx's, and the exact side's at the same points once it exists."""
     out = {}
+    w_exact = {k: v * np.float32(exact_weight_scale()) for k, v in w.items()}
     points = [(f"spikes_{n}", T_SIM, n / (N_IN * T_SIM)) for n in CURVE_SPIKES]
     points += [(f"t_{t:g}s", t, RATE_HZ) for t in CURVE_T]
     for name, t_sim, rate in points:
@@ -424,6 +425,15 @@ def curves(python: str, tmp: Path, w: dict, readout: str) -> dict:
         real = int(np.isfinite(data["times"]).sum()) / BATCH
         row = {"point": name, "t_sim_s": t_sim, "input_spikes_per_sample": real, **r}
         emit({"side": "spyx", "curve": True, **row})
+        try:
+            e = exact_side(w_exact, data, t_sim)
+        except NotImplementedError:
+            pass
+        else:
+            row["exact_grad_s"] = BATCH / e["grad_b32"]
+            row["exact_grad_temp_bytes"] = e["grad_temp_bytes"]
+            row["exact_spikes_per_sample"] = e["spikes_per_sample"]
+            emit({"side": "eventsnn-exact", "curve": True, "point": name, **e})
         out[name] = row
     return out
 
