@@ -57,14 +57,16 @@ class SpikeClassifierConfig:
     count_scale: float = 1.0  # logits per weighted output spike (loss "count")
     rate_weight: float = 0.0  # weight of the hidden firing-rate penalty
     rate_upper: float = 10.0  # spikes per run above which a hidden neuron is penalised
-    w_in: tuple[float, float] = (0.5, 1.0)  # init mean, std of the parameters
+    w_in: tuple[float, float] = (0.2, 0.7)  # init mean, std of the parameters
     w_rec: tuple[float, float] = (0.0, 0.5)
     w_out: tuple[float, float] = (0.0, 1.0)
     engine: str = "event"
     grad: str = "eventprop"  # eventprop | analytic (event), surrogate (discrete)
     dt: float = 0.5e-3  # discrete engine
-    max_spikes: int = 4096  # hidden spikes recorded per sample (more is an error)
-    windows: Windows = Windows()
+    max_spikes: int = 2048  # hidden spikes recorded per sample (more is an error)
+    # The hidden neurons share their time constants (the config's): one exponential per
+    # arrival, not per arrival and neuron.
+    windows: Windows = Windows(shared_time_constants=True)
 
     @property
     def n_out(self) -> int:
@@ -176,10 +178,11 @@ def outputs(params, inputs: Spikes, cfg: SpikeClassifierConfig):
         scores = weighted_spike_counts(res.output, cfg.n_out, cfg.t_max)
         return scores, hidden, overflow | res.overflow[..., 0], res.output
     ro = LIReadout(w_out, tau_mem=cfg.readout_tau_mem, tau_syn=cfg.readout_tau_syn)
-    if cfg.loss == "max":
-        scores = jax.vmap(lambda h: peak(ro, h, cfg.t_max, presorted=True)[0])(hidden)
-    else:  # mean voltage over the run
-        scores = jax.vmap(lambda h: integral(ro, h, cfg.t_max))(hidden) / cfg.t_max
+    with jax.named_scope("readout"):
+        if cfg.loss == "max":
+            scores = peak(ro, hidden, cfg.t_max, presorted=True)[0]
+        else:  # mean voltage over the run
+            scores = jax.vmap(lambda h: integral(ro, h, cfg.t_max))(hidden) / cfg.t_max
     return scores, hidden, overflow, None
 
 

@@ -102,40 +102,45 @@ def trace(readout: LIReadout, spikes: Spikes, times, *, presorted: bool = False)
     return jax.vmap(lambda t: _psp_sum(readout, arr_t, jumps, jnp.full(readout.size, t)))(times)
 
 
-def _peak_time(readout: LIReadout, arr_t, jumps, t_max):
-    """Time of each neuron's maximum of ``V`` over ``[0, t_max]`` and the index of the
-    arrival it sits on (-1: an interior extremum, ``t_max`` or 0). Values only."""
+def _states_at_arrivals(readout: LIReadout, arr_t, jumps):
+    """``V`` just before and ``I`` just after each arrival, ``[B, K, n]`` each, from
+    arrivals ``[B, K]`` (sorted, inf padded) with jumps ``[B, K, n]``: one step per arrival,
+    only as far as the batch's real arrivals go (a record is padded to its budget)."""
+    tm, ts = readout.tau_mem, readout.tau_syn
+    real = jnp.isfinite(arr_t)
+    gap = jnp.diff(jnp.where(real, arr_t, 0.0), prepend=jnp.zeros_like(arr_t[:, :1]), axis=1)
+    gap = jnp.where(real, gap, 0.0)[..., None]
+
+    def arrive(k, state):
+        u, i, u_at, i_after = state
+        u, i = propagate(u, i, gap[:, k], tm, ts)
+        i = i + jumps[:, k]
+        return u, i, u_at.at[:, k].set(u), i_after.at[:, k].set(i)
+
+    zero = jnp.zeros((arr_t.shape[0], readout.size), arr_t.dtype)
+    table = jnp.zeros(jumps.shape, arr_t.dtype)
+    n_real = jnp.max(jnp.sum(real, axis=1, dtype=jnp.int32))
+    *_, u_at, i_after = jax.lax.fori_loop(0, n_real, arrive, (zero, zero, table, table))
+    return u_at, i_after
+
+
+def _best(readout: LIReadout, arr_t, u_at, i_after, t_max):
+    """One sample: the time of each neuron's maximum of ``V`` over ``[0, t_max]`` and the
+    index of the arrival it sits on (-1: an interior extremum, ``t_max`` or 0)."""
     tm, ts = readout.tau_mem, readout.tau_syn
     inside = arr_t <= t_max
-    arr_t = jnp.where(inside, arr_t, jnp.inf)
-    gap = jnp.diff(arr_t, prepend=jnp.zeros_like(arr_t[:1]))
-    gap = jnp.where(jnp.isfinite(gap), gap, 0.0)[:, None]
-
-    def arrive(state, x):  # V and I just before each arrival, then its jump
-        (u, i), (dt, w) = state, x
-        u, i = propagate(u, i, dt, tm, ts)
-        return (u, i + w), (u, i + w)
-
-    zero = jnp.zeros(readout.size, arr_t.dtype)
-    _, (u_at, i_after) = jax.lax.scan(
-        arrive, (zero, zero), (gap, jnp.where(inside[:, None], jumps, 0.0))
-    )
     # Pieces: from each arrival to the next one (the last: to t_max).
     nxt = jnp.append(arr_t[1:], jnp.inf)
     piece_end = jnp.minimum(nxt, t_max)[:, None]
-    span = jnp.where(inside[:, None], piece_end - arr_t[:, None], 0.0)
+    span = jnp.where(inside[:, None], piece_end - jnp.where(inside, arr_t, 0.0)[:, None], 0.0)
     t_e = extremum_time(u_at, i_after, tm, ts)
     interior = inside[:, None] & (t_e > 0) & (t_e < span)
     u_e = propagate(u_at, i_after, jnp.where(interior, t_e, 0.0), tm, ts)[0]
     # The state at t_max: from the last arrival inside.
+    any_inside = jnp.any(inside)
     last = jnp.maximum(jnp.sum(inside) - 1, 0)
-    u_end = jnp.where(
-        jnp.any(inside),
-        propagate(
-            u_at[last], i_after[last], t_max - jnp.where(jnp.any(inside), arr_t[last], 0.0), tm, ts
-        )[0],  # fmt: skip
-        0.0,
-    )
+    since = t_max - jnp.where(any_inside, arr_t[last], 0.0)
+    u_end = jnp.where(any_inside, propagate(u_at[last], i_after[last], since, tm, ts)[0], 0.0)
     # Candidates: every arrival, every interior extremum, t_max (and V(0) = 0 at t = 0).
     at_arrival = jnp.where(inside[:, None], u_at, -jnp.inf)
     at_extremum = jnp.where(interior, u_e, -jnp.inf)
@@ -145,24 +150,33 @@ def _peak_time(readout: LIReadout, arr_t, jumps, t_max):
     v_arr = at_arrival[best_arrival, cols]
     v_ext = at_extremum[best_extremum, cols]
     t_ext = arr_t[best_extremum] + t_e[best_extremum, cols]
-    values = jnp.stack([jnp.zeros_like(u_end), u_end, v_arr, v_ext])
-    times = jnp.stack([jnp.zeros_like(u_end), jnp.full_like(u_end, t_max),
-                       arr_t[best_arrival], t_ext])  # fmt: skip
+    zero = jnp.zeros_like(u_end)
+    values = jnp.stack([zero, u_end, v_arr, v_ext])
+    times = jnp.stack([zero, jnp.full_like(u_end, t_max), arr_t[best_arrival], t_ext])
     kind = jnp.argmax(values, axis=0)
-    t_star = times[kind, cols]
-    on_arrival = jnp.where(kind == 2, best_arrival, -1)
-    return t_star, on_arrival
+    return times[kind, cols], jnp.where(kind == 2, best_arrival, -1)
 
 
 def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False):
-    """Each readout neuron's maximum of ``V`` over ``[0, t_max]`` and its time (s), for one
-    sample: ``(value [n], time [n])``. The value is differentiable (exactly, see the module
-    docstring); the time is not."""
-    arr_t, jumps = _arrivals(readout, spikes, presorted)
-    t_star, on_arrival = jax.lax.stop_gradient(_peak_time(readout, arr_t, jumps, t_max))
+    """Each readout neuron's maximum of ``V`` over ``[0, t_max]`` and its time (s):
+    ``(value [..., n], time [..., n])`` for spikes ``[..., k]`` (one sample or a batch).
+    The value is differentiable (exactly, see the module docstring); the time is not."""
+    lead = spikes.times.shape[:-1]
+    flat = Spikes(
+        spikes.times.reshape(-1, spikes.capacity), spikes.indices.reshape(-1, spikes.capacity)
+    )
+    arr_t, jumps = jax.vmap(lambda s: _arrivals(readout, s, presorted))(flat)
+    fixed = jax.lax.stop_gradient((arr_t, jumps, readout))
+    u_at, i_after = _states_at_arrivals(fixed[2], fixed[0], fixed[1])
+    t_star, on_arrival = jax.vmap(lambda *a: _best(fixed[2], *a, t_max))(fixed[0], u_at, i_after)
+
     # At a kink the maximum moves with the arrival it sits on; elsewhere its time is fixed.
-    t_eval = jnp.where(on_arrival >= 0, arr_t[jnp.maximum(on_arrival, 0)], t_star)
-    return _psp_sum(readout, arr_t, jumps, t_eval), t_star
+    def value(arr_t, jumps, t_star, on_arrival):
+        t_eval = jnp.where(on_arrival >= 0, arr_t[jnp.maximum(on_arrival, 0)], t_star)
+        return _psp_sum(readout, arr_t, jumps, t_eval)
+
+    v = jax.vmap(value)(arr_t, jumps, t_star, on_arrival)
+    return v.reshape(*lead, readout.size), t_star.reshape(*lead, readout.size)
 
 
 def integral(readout: LIReadout, spikes: Spikes, t_max):

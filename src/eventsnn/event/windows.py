@@ -279,11 +279,13 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
         return idx, valid, lanes
 
     if zero_delay:
-        return _commit_first(
-            layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus
-        )
-    return _commit_all(layer, c, end, dense, lanes_of, n_chunks, n_taken_in, n_taken_rec,
-                       budget, cfg)  # fmt: skip
+        with jax.named_scope("commit"):
+            return _commit_first(
+                layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus
+            )
+    with jax.named_scope("commit"):
+        return _commit_all(layer, c, end, dense, lanes_of, n_chunks, n_taken_in, n_taken_rec,
+                           budget, cfg)  # fmt: skip
 
 
 def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus):
