@@ -58,3 +58,19 @@ def phase_times(jitted, args, phases) -> collections.Counter:
     for op, us in own.items():
         per_phase[scopes.get(op, "other")] += us
     return per_phase
+
+
+def top_ops(jitted, args, phases, phase="other", k=15):
+    """The `k` most expensive operations of one phase: ``[(us, op, scope path)]``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            jax.block_until_ready(jitted(*args))
+        own = exclusive_times(next(Path(tmp).rglob("perfetto_trace.json.gz")))
+    text = jitted.lower(*args).compile().as_text()
+    scopes = op_scopes(text, phases)
+    names = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"%([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", text)
+    }
+    rows = [(us, op, names.get(op, "?")) for op, us in own.items() if scopes.get(op, "other") == phase]
+    return sorted(rows, reverse=True)[:k]

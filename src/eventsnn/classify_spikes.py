@@ -179,10 +179,12 @@ def outputs(params, inputs: Spikes, cfg: SpikeClassifierConfig):
         return scores, hidden, overflow | res.overflow[..., 0], res.output
     ro = LIReadout(w_out, tau_mem=cfg.readout_tau_mem, tau_syn=cfg.readout_tau_syn)
     with jax.named_scope("readout"):
+        smooth = not plain_kernel_ok(cfg.readout_tau_mem, cfg.readout_tau_syn)
         if cfg.loss == "max":
-            scores = peak(ro, hidden, cfg.t_max, presorted=True)[0]
+            scores = peak(ro, hidden, cfg.t_max, presorted=True, smooth=smooth)[0]
         else:  # mean voltage over the run
-            scores = jax.vmap(lambda h: integral(ro, h, cfg.t_max))(hidden) / cfg.t_max
+            area = jax.vmap(lambda h: integral(ro, h, cfg.t_max, smooth=smooth))(hidden)
+            scores = area / cfg.t_max
     return scores, hidden, overflow, None
 
 

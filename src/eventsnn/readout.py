@@ -86,12 +86,12 @@ def _arrivals(readout: LIReadout, spikes: Spikes, presorted: bool):
     return jnp.where(real, t + readout.delay, jnp.inf), jumps
 
 
-def _psp_sum(readout: LIReadout, arr_t, jumps, at):
+def _psp_sum(readout: LIReadout, arr_t, jumps, at, smooth: bool = True):
     """``V`` at times ``at [n]`` (one per neuron): ``sum_b jumps[b] k(at - s_b)`` over the
     arrivals before ``at``. Differentiable in everything."""
     lag = at[None, :] - arr_t[:, None]  # [K, n]
     before = lag > 0
-    k = kernel(jnp.where(before, lag, 1.0), readout.tau_mem, readout.tau_syn)
+    k = kernel(jnp.where(before, lag, 1.0), readout.tau_mem, readout.tau_syn, smooth)
     return jnp.sum(jnp.where(before, jumps * k, 0.0), axis=0)
 
 
@@ -157,10 +157,12 @@ def _best(readout: LIReadout, arr_t, u_at, i_after, t_max):
     return times[kind, cols], jnp.where(kind == 2, best_arrival, -1)
 
 
-def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False):
+def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False, smooth=True):
     """Each readout neuron's maximum of ``V`` over ``[0, t_max]`` and its time (s):
     ``(value [..., n], time [..., n])`` for spikes ``[..., k]`` (one sample or a batch).
-    The value is differentiable (exactly, see the module docstring); the time is not."""
+    The value is differentiable (exactly, see the module docstring); the time is not.
+    ``smooth=False``: the plain PSP kernel (time constants at least 10% apart,
+    `eventsnn.neuron.plain_kernel_ok`) in the differentiated sum, several times cheaper."""
     lead = spikes.times.shape[:-1]
     flat = Spikes(
         spikes.times.reshape(-1, spikes.capacity), spikes.indices.reshape(-1, spikes.capacity)
@@ -173,18 +175,19 @@ def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False):
     # At a kink the maximum moves with the arrival it sits on; elsewhere its time is fixed.
     def value(arr_t, jumps, t_star, on_arrival):
         t_eval = jnp.where(on_arrival >= 0, arr_t[jnp.maximum(on_arrival, 0)], t_star)
-        return _psp_sum(readout, arr_t, jumps, t_eval)
+        return _psp_sum(readout, arr_t, jumps, t_eval, smooth)
 
     v = jax.vmap(value)(arr_t, jumps, t_star, on_arrival)
     return v.reshape(*lead, readout.size), t_star.reshape(*lead, readout.size)
 
 
-def integral(readout: LIReadout, spikes: Spikes, t_max):
-    """``int_0^t_max V dt`` ``[n]`` (V s) of one sample's readout, differentiable."""
+def integral(readout: LIReadout, spikes: Spikes, t_max, *, smooth: bool = True):
+    """``int_0^t_max V dt`` ``[n]`` (V s) of one sample's readout, differentiable
+    (``smooth=False``: the plain PSP kernel, as in `peak`)."""
     arr_t, jumps = _arrivals(readout, spikes, presorted=True)
     tm, ts = readout.tau_mem, readout.tau_syn
     span = t_max - arr_t[:, None]
     inside = span > 0
     d = jnp.where(inside, span, 1.0)
-    area = ts * -jnp.expm1(-d / ts) - tm * kernel(d, tm, ts)
+    area = ts * -jnp.expm1(-d / ts) - tm * kernel(d, tm, ts, smooth)
     return jnp.sum(jnp.where(inside, jumps * area, 0.0), axis=0)

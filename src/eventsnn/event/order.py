@@ -38,3 +38,19 @@ def time_order(times, tiebreak=None):
         before = (t_j < t_i) | ((t_j == t_i) & precedes(tiebreak))
     rank = jnp.sum(before, axis=-1, dtype=jnp.int32)
     return jnp.put_along_axis(jnp.zeros_like(pos), rank, pos, axis=-1, inplace=False)
+
+
+def running_count(mask):
+    """Inclusive running count of True along the last axis (int32). A log-depth
+    `associative_scan`: XLA's CPU cumsum (a reduce-window) is several times slower on the
+    row lengths of a layer."""
+    return jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32), axis=-1)
+
+
+def compact(mask, extra: int = 0):
+    """Indices of the True entries of a 1-D `mask` ``[n]``, in order, padded with ``n`` to
+    length ``n + extra`` (so fixed-size chunks can be read past the last one)."""
+    n = mask.shape[0]
+    slot = jnp.where(mask, running_count(mask) - 1, n + extra)
+    everyone = jnp.arange(n, dtype=jnp.int32)
+    return jnp.full(n + extra, n, jnp.int32).at[slot].set(everyone, mode="drop")

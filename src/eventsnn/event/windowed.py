@@ -48,6 +48,7 @@ from ..network import Spikes
 from ..neuron import LIFParams, kernel, plain_kernel_ok, propagate
 from ..sparse import Synapses
 from .bound import excitation_bound, free_peak, psp_peak
+from .order import compact
 from .spike_time import NewtonSolver, bracket
 
 OVERFLOW_FIELDS = ("max_spikes", "max_arrivals", "spikes_per_window")
@@ -386,10 +387,7 @@ def _window(net: SparseNetwork, budgets, carry, w):
         v_new = p.v_leak + u_end
         i_new = i * jnp.exp(-(t1 - t0) / ts) + i_arrived
         # The candidates' indices, padded for whole chunks, and the tables they gather from.
-        # (jnp.nonzero, written out: its own lowering is about twice as slow on CPU.)
-        slot = jnp.where(cand, jnp.cumsum(cand, dtype=jnp.int32) - 1, n + b_cand)
-        everyone = jnp.arange(n, dtype=jnp.int32)
-        cand_idx = jnp.full(n + b_cand, n, jnp.int32).at[slot].set(everyone, mode="drop")
+        cand_idx = compact(cand, b_cand)
         last_table = _table(last_times, jnp.inf)
         v_ext, i_ext, r_ext = _table(v, 0.0), _table(i, 0.0), _table(r, -jnp.inf)
 

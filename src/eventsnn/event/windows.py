@@ -41,7 +41,7 @@ from ..network import Layer
 from ..neuron import kernel
 from .bound import excitation_bound, free_peak, psp_peak
 from .candidates import LaneParams, run_lanes
-from .order import time_order
+from .order import compact, running_count, time_order
 from .step import Arrivals, LayerState, rest_length
 
 
@@ -199,13 +199,8 @@ def _lane_params(layer: Layer, idx):
 
 def _candidates(dense: _Dense, chunk: int):
     """Indices of the candidates ``[n + chunk]`` (padding: n) and the number of chunks."""
-    n = dense.candidate.shape[0]
     cand = dense.candidate
-    slot = jnp.where(cand, jnp.cumsum(cand, dtype=jnp.int32) - 1, n + chunk)
-    idx = (
-        jnp.full(n + chunk, n, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
-    )
-    return idx, (jnp.sum(cand, dtype=jnp.int32) + chunk - 1) // chunk
+    return compact(cand, chunk), (jnp.sum(cand, dtype=jnp.int32) + chunk - 1) // chunk
 
 
 def _record_rest(c: _Carry, neurons, values, ok):
@@ -309,7 +304,7 @@ def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks,
 
     rest_current = _record_rest(c, jnp.arange(n), dense.rest_current, dense.rest_ends)
     c = c._replace(rest_current=rest_current)
-    rank = jnp.cumsum(spikers, dtype=jnp.int32) - 1
+    rank = running_count(spikers) - 1
     n_new = jnp.sum(spikers, dtype=jnp.int32)
     full = c.count + n_new > budget
     slot = jnp.where(spikers & (c.count + rank < budget), c.count + rank, c.times.shape[0])

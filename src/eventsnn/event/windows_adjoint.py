@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from ..network import Layer
 from ..neuron import kernel
-from .order import time_order
+from .order import compact, time_order
 from .spike_time import SLOPE_FLOOR
 from .step import Arrivals, LayerState, rest_length
 from .windows import time_constants
@@ -142,6 +142,7 @@ def backward_windows(
     zeros_n = jnp.zeros((n,), dtype)
     m_in, m_rec = cfg.arrivals, (cfg.recurrent_arrivals if delayed else 0)
     s_own = cfg.window_spikes
+    depth = 2 * cfg.spikes + 2  # own events of one neuron in one window
     chunk = min(cfg.chunk, n)
 
     c0 = _Carry(
@@ -196,6 +197,32 @@ def backward_windows(
             lo = raise_to(lo, key_at(fwd.out_times, sp, SPIKE, sp))
         qp = c.rest_ptr - s_own
         lo = raise_to(lo, key_at(rest_times, qp, REST, qp))
+        # Own events (not the coupled spikes): spikes and refractory ends, each with its rank
+        # among the same neuron's own events later in the window (0: its latest). A neuron
+        # with more than `depth` of them ends the window before the one too many.
+        own_idx = [c.rest_ptr - jnp.arange(s_own, dtype=jnp.int32)]
+        own_t = [_take(rest_times, own_idx[0], jnp.inf)]
+        own_s = [_sub(REST, own_idx[0])]
+        own_slot = [_take(rest_order, jnp.maximum(own_idx[0], 0), 0)]
+        own_kind = [jnp.full(s_own, REST)]
+        if not coupled:
+            sp_idx = c.spike_ptr - jnp.arange(s_own, dtype=jnp.int32)
+            own_idx.append(sp_idx)
+            own_t.append(_take(fwd.out_times, sp_idx, jnp.inf))
+            own_s.append(_sub(SPIKE, sp_idx))
+            own_slot.append(jnp.maximum(sp_idx, 0))
+            own_kind.append(jnp.full(s_own, SPIKE))
+        o_idx, o_t, o_s, o_slot, o_kind = (
+            jnp.concatenate(x) for x in (own_idx, own_t, own_s, own_slot, own_kind)
+        )
+        o_in = (o_idx >= 0) & _greater(o_t, o_s, *lo)
+        o_who = jnp.where(o_in, owner[o_slot], n)
+        after = _greater(o_t[None, :], o_s[None, :], o_t[:, None], o_s[:, None])
+        rank = jnp.sum((o_who[None, :] == o_who[:, None]) & o_in[None, :] & after, axis=1)
+        too_deep = o_in & (rank >= depth)
+        deep_t = jnp.max(jnp.where(too_deep, o_t, -jnp.inf))
+        deep_s = jnp.max(jnp.where(too_deep & (o_t == deep_t), o_s, -1)).astype(jnp.int32)
+        lo = raise_to(lo, (deep_t, deep_s))
         lo_t, lo_s = lo
         t_lo = jnp.maximum(lo_t, 0.0)
 
@@ -203,7 +230,7 @@ def backward_windows(
             return ok & _greater(t, s, lo_t, lo_s) & ~_greater(t, s, c.t, c.pos)
 
         # 2. Arrivals of the window (inputs, then delayed recurrent ones), and their rows.
-        a_idx = c.in_ptr - jnp.arange(m_in)
+        a_idx = c.in_ptr - jnp.arange(m_in, dtype=jnp.int32)
         a_t = _take(arrivals.times, a_idx, jnp.inf)
         a_s = _sub(INPUT, a_idx)
         a_ok = taken(a_t, a_s, a_idx >= 0)
@@ -211,7 +238,7 @@ def backward_windows(
         rows = layer.weights[a_src]
         kinds = jnp.full(m_in, INPUT)
         if delayed:
-            r_idx = c.rec_ptr - jnp.arange(m_rec)
+            r_idx = c.rec_ptr - jnp.arange(m_rec, dtype=jnp.int32)
             r_t = _take(fwd.out_times, r_idx, jnp.inf) + d
             r_s = _sub(RECUR, r_idx)
             r_ok = taken(r_t, r_s, r_idx >= 0)
@@ -224,24 +251,8 @@ def backward_windows(
         rows = jnp.where(a_ok[:, None], rows, 0.0)
         a_t = jnp.where(a_ok, a_t, c.t)
 
-        # 3. Own events of the window (not the coupled spikes): spikes and refractory ends.
-        own_idx = [c.rest_ptr - jnp.arange(s_own)]
-        own_t = [_take(rest_times, own_idx[0], jnp.inf)]
-        own_s = [_sub(REST, own_idx[0])]
-        own_slot = [_take(rest_order, jnp.maximum(own_idx[0], 0), 0)]
-        own_kind = [jnp.full(s_own, REST)]
-        if not coupled:
-            sp_idx = c.spike_ptr - jnp.arange(s_own)
-            own_idx.append(sp_idx)
-            own_t.append(_take(fwd.out_times, sp_idx, jnp.inf))
-            own_s.append(_sub(SPIKE, sp_idx))
-            own_slot.append(jnp.maximum(sp_idx, 0))
-            own_kind.append(jnp.full(s_own, SPIKE))
-        o_idx, o_t, o_s, o_slot, o_kind = (
-            jnp.concatenate(x) for x in (own_idx, own_t, own_s, own_slot, own_kind)
-        )
-        o_ok = taken(o_t, o_s, o_idx >= 0)
-        o_who = jnp.where(o_ok, owner[o_slot], n)
+        o_ok = taken(o_t, o_s, o_in)
+        o_who = jnp.where(o_ok, o_who, n)
         active = jnp.zeros(n + 1, bool).at[o_who].set(True)[:n]
 
         # 4. Quiet neurons: closed forms from the window's end.
@@ -253,22 +264,20 @@ def backward_windows(
             c = _arrival_terms(c, at_arrival, held_q, rows, a_src, a_idx, kinds, a_ok, layer)
 
         # 5. Active neurons: own events in reverse, then the same from the nearest later one.
-        cand = active
-        slot_of = jnp.where(cand, jnp.cumsum(cand, dtype=jnp.int32) - 1, n + chunk)
-        cand_idx = (
-            jnp.full(n + chunk, n, jnp.int32)
-            .at[slot_of]
-            .set(jnp.arange(n, dtype=jnp.int32), mode="drop")
-        )
-        n_chunks = (jnp.sum(cand, dtype=jnp.int32) + chunk - 1) // chunk
-        own = (o_t, o_s, o_slot, o_kind, o_who)
+        cand_idx = compact(active, chunk)
+        n_chunks = (jnp.sum(active, dtype=jnp.int32) + chunk - 1) // chunk
+        lanes = jnp.arange(n + chunk, dtype=jnp.int32)
+        lane_of = jnp.zeros(n + 1, jnp.int32).at[cand_idx].set(lanes, mode="drop")
+        own = (o_t, o_s, o_slot, o_kind, lane_of[o_who], rank, o_ok)
         arr = (a_t, a_s, rows, a_src, a_idx, kinds, a_ok)
 
         def run_chunk(k, st):
             c, lanes_lo = st
             idx = jax.lax.dynamic_slice(cand_idx, (k * chunk,), (chunk,))
             with jax.named_scope("active"):
-                c, adj_lo = _lanes(c, idx, own, arr, t_lo, layer, fwd, g_out, smooth)
+                c, adj_lo = _lanes(
+                    c, idx, k * chunk, own, arr, t_lo, layer, fwd, g_out, smooth, depth
+                )
             lanes_lo = jax.tree.map(lambda a, b: a.at[idx].set(b, mode="drop"), lanes_lo, adj_lo)
             return c, lanes_lo
 
@@ -379,9 +388,10 @@ def _arrival_terms(c: _Carry, at: _Adj, held, rows, src, idx, kinds, ok, layer, 
     )
 
 
-def _lanes(c: _Carry, idx, own, arr, t_lo, layer, fwd, g_out, smooth):
-    """The active neurons `idx` ``[C]`` (padding: n): their own events in reverse, the
-    window's arrivals from the nearest later own event, their adjoint at `t_lo`."""
+def _lanes(c: _Carry, idx, first, own, arr, t_lo, layer, fwd, g_out, smooth, depth):
+    """The active neurons `idx` ``[C]`` (padding: n; lanes `first` to ``first + C`` of the
+    window): their own events in reverse, the window's arrivals from the nearest later own
+    event, their adjoint at `t_lo`."""
     p = layer.params
     n = layer.size
     valid = idx < n
@@ -389,17 +399,21 @@ def _lanes(c: _Carry, idx, own, arr, t_lo, layer, fwd, g_out, smooth):
     tm, ts = p.tau_mem[cols], p.tau_syn[cols]
     theta = (p.v_th - p.v_leak)[cols]
     u_reset = (p.v_reset - p.v_leak)[cols]
-    o_t, o_s, o_slot, o_kind, o_who = own
+    o_t, o_s, o_slot, o_kind, o_lane, o_rank, o_ok = own
     a_t, a_s, rows, a_src, a_idx, kinds, a_ok = arr
-    q = o_t.shape[0]
-    # Each lane's own events in ascending key order ([C, q], the lane's first).
-    mine = (o_who[None, :] == idx[:, None]) & valid[:, None]
-    order = time_order(jnp.where(mine, o_t[None, :], jnp.inf), jnp.where(mine, o_s[None, :], 0))
-    mine = jnp.take_along_axis(mine, order, 1)
-    e_t = jnp.where(mine, o_t[order], jnp.inf)
-    e_s = o_s[order]
-    e_slot = o_slot[order]
-    e_kind = o_kind[order]
+    q = depth
+    # Each lane's own events by rank ([C, q], rank 0 its latest).
+    lane_pos = o_lane - first
+    place = o_ok & (lane_pos >= 0) & (lane_pos < idx.shape[0])
+    row = jnp.where(place, lane_pos, idx.shape[0])
+    col = jnp.minimum(o_rank, q - 1)
+
+    def by_rank(x, fill):
+        return jnp.full((idx.shape[0], q), fill, x.dtype).at[row, col].set(x, mode="drop")
+
+    e_t, e_s = by_rank(o_t, jnp.inf), by_rank(o_s, 0)
+    e_slot, e_kind = by_rank(o_slot, 0), by_rank(o_kind, REST)
+    mine = by_rank(place, False)
     count = jnp.sum(mine, axis=1, dtype=jnp.int32)
     lane = jnp.arange(idx.shape[0])
     adj0 = jax.tree.map(lambda x: x[cols], c.adj)
@@ -409,11 +423,10 @@ def _lanes(c: _Carry, idx, own, arr, t_lo, layer, fwd, g_out, smooth):
     post_held = jnp.zeros((idx.shape[0], q), bool)
 
     def step(j, st):
-        """Own event ``count - 1 - j`` of every lane that has one."""
+        """Own event ``j`` (counted from the latest) of every lane that has one."""
         adj, held, now, post, post_held, acc = st
-        k = count - 1 - j
-        has = valid & (k >= 0)
-        kk = jnp.maximum(k, 0)
+        has = valid & (j < count)
+        kk = jnp.minimum(j, q - 1)
         t_e = jnp.where(has, e_t[lane, kk], now)
         slot = e_slot[lane, kk]
         kind = e_kind[lane, kk]
@@ -461,11 +474,12 @@ def _lanes(c: _Carry, idx, own, arr, t_lo, layer, fwd, g_out, smooth):
         d_tau_mem=c.d_tau_mem.at[idx].add(d_tm, mode="drop"),
         d_tau_syn=c.d_tau_syn.at[idx].add(d_ts, mode="drop"),
     )
-    # Each arrival reads the lane's adjoint from its nearest later own event (or the end).
+    # Each arrival reads the lane's adjoint from its nearest later own event (or the end):
+    # the own event of rank (number of own events after the arrival) - 1.
     later = _greater(e_t[:, None, :], e_s[:, None, :], a_t[None, :, None], a_s[None, :, None])
-    nearest = jnp.sum(~later & mine[:, None, :], axis=2)  # own events not after it [C, m]
-    from_end = nearest >= count[:, None]
-    pick = jnp.minimum(nearest, q - 1)
+    n_later = jnp.sum(later & mine[:, None, :], axis=2)  # [C, m]
+    from_end = n_later == 0
+    pick = jnp.maximum(n_later - 1, 0)
     anchor_t = jnp.where(from_end, c.t, jnp.take_along_axis(e_t, pick, 1))
     anchor = jax.tree.map(
         lambda p_, a0: jnp.where(from_end, a0[:, None], jnp.take_along_axis(p_, pick, 1)),
