@@ -21,7 +21,7 @@ def op_scopes(hlo_text: str, phases) -> dict[str, str]:
     out = {}
     for m in re.finditer(r"%([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", hlo_text):
         parts = m.group(2).split("/")
-        out[m.group(1)] = next((p for p in phases if p in parts), "other")
+        out[m.group(1)] = next((p for p in phases if any(p in part for part in parts)), "other")
     return out
 
 

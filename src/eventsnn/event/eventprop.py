@@ -274,43 +274,52 @@ def backward_layer(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_m
     return grads, a.d_arrivals
 
 
-def _forward(layer, times, sources, t_max, max_spikes, solver, windows) -> LayerState:
-    arrivals = Arrivals(times, sources)
-    if windows is None:
-        return run_layer(layer, arrivals, t_max, max_spikes, solver)
-    return window_layer(layer, arrivals, t_max, max_spikes, solver, windows)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def eventprop_layer(
-    layer: Layer, times, sources, t_max, max_spikes: int, solver, windows=None
-) -> LayerState:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def eventprop_layer(layer: Layer, times, sources, t_max, max_spikes: int, solver) -> LayerState:
     """Simulate one layer (one sample) from sorted arrivals; differentiable by EventProp.
 
-    The forward pass is the event loop, or the windowed engine (`windows.window_layer`)
-    when `windows` (a `Windows`) is given: the same records. Only the spike times
-    (``out_times``) carry gradients.
+    Only the spike times (``out_times``) carry gradients.
     """
-    return _forward(layer, times, sources, t_max, max_spikes, solver, windows)
+    return run_layer(layer, Arrivals(times, sources), t_max, max_spikes, solver)
 
 
-def _fwd(layer, times, sources, t_max, max_spikes, solver, windows):
-    state = _forward(layer, times, sources, t_max, max_spikes, solver, windows)
+def _fwd(layer, times, sources, t_max, max_spikes, solver):
+    state = run_layer(layer, Arrivals(times, sources), t_max, max_spikes, solver)
     return state, (layer, times, sources, t_max, state)
 
 
-def _bwd(max_spikes, solver, windows, residuals, cotangent: LayerState):
+def _bwd(max_spikes, solver, residuals, cotangent: LayerState):
     layer, times, sources, t_max, state = residuals
-    arrivals = Arrivals(times, sources)
-    if windows is None:
-        grads, d_times = backward_layer(
-            layer, arrivals, state, cotangent.out_times, t_max, solver.smooth
-        )
-    else:
-        grads, d_times = backward_windows(
-            layer, arrivals, state, cotangent.out_times, t_max, solver.smooth, windows
-        )
+    grads, d_times = backward_layer(
+        layer, Arrivals(times, sources), state, cotangent.out_times, t_max, solver.smooth
+    )
     return grads, d_times, None, jnp.zeros_like(t_max)
 
 
 eventprop_layer.defvjp(_fwd, _bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def windowed_layer(layer: Layer, times, sources, t_max, max_spikes: int, solver, windows):
+    """Simulate one layer of a batch (arrivals ``[batch, K]``, sorted) window by window
+    (`windows.window_layer`); differentiable by EventProp run window by window
+    (`windows_adjoint.backward_windows`). The records are the event loop's, per sample.
+    Only the spike times (``out_times``) carry gradients.
+    """
+    return window_layer(layer, Arrivals(times, sources), t_max, max_spikes, solver, windows)
+
+
+def _wfwd(layer, times, sources, t_max, max_spikes, solver, windows):
+    state = window_layer(layer, Arrivals(times, sources), t_max, max_spikes, solver, windows)
+    return state, (layer, times, sources, t_max, state)
+
+
+def _wbwd(max_spikes, solver, windows, residuals, cotangent: LayerState):
+    layer, times, sources, t_max, state = residuals
+    grads, d_times = backward_windows(
+        layer, Arrivals(times, sources), state, cotangent.out_times, t_max, solver.smooth, windows
+    )
+    return grads, d_times, None, jnp.zeros_like(t_max)
+
+
+windowed_layer.defvjp(_wfwd, _wbwd)

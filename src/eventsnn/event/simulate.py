@@ -13,7 +13,7 @@ from jaxtyping import Array, Bool, Int
 
 from .._validate import is_concrete
 from ..network import Layer, Network, Spikes
-from .eventprop import eventprop_layer
+from .eventprop import eventprop_layer, windowed_layer
 from .order import time_order
 from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
 from .step import Arrivals, finish, initial_state, step
@@ -75,7 +75,6 @@ def simulate_layer(
     method: str,
     fast_ttfs: bool,
     presorted: bool = False,
-    windows: Windows | None = None,
 ):
     """Run one layer of one sample to ``t_max`` (or until its spike budget overflows).
 
@@ -92,9 +91,7 @@ def simulate_layer(
     if fast_ttfs and layer.single_spike and layer.recurrent_weights is None:
         return ttfs_layer(layer, arrivals, t_max, max_spikes, solver, method == "eventprop")
     if method == "eventprop":
-        final = eventprop_layer(
-            layer, arrivals.times, arrivals.sources, t_max, max_spikes, solver, windows
-        )
+        final = eventprop_layer(layer, arrivals.times, arrivals.sources, t_max, max_spikes, solver)
     else:
         # Every input arrival, spike and delayed recurrent arrival is one step; one more
         # sees the overflow, if any.
@@ -108,26 +105,57 @@ def simulate_layer(
     return Spikes(final.out_times, final.out_indices), final.count, final.overflow
 
 
-def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver, method, fast,
-                     windows):  # fmt: skip
+def _simulate_sample(network: Network, inputs: Spikes, t_max, budgets, solver, method, fast):
     records, counts, overflow = [], [], []
     for k, (layer, budget) in enumerate(zip(network.layers, budgets)):
         # A layer's record is sorted by time, ties by index: the next layer needs no sort.
         inputs, count, over = simulate_layer(
-            layer, inputs, t_max, budget, solver, method, fast, presorted=k > 0,
-            windows=None if windows is None else windows[k],
-        )  # fmt: skip
+            layer, inputs, t_max, budget, solver, method, fast, presorted=k > 0
+        )
         records.append(inputs)
         counts.append(count)
         overflow.append(over)
     return SimulationResult(tuple(records), jnp.stack(counts), jnp.stack(overflow))
 
 
+def _simulate_windows(network: Network, inputs: Spikes, t_max, budgets, solver, fast, windows):
+    """A batch ``[batch, k]`` layer by layer, each multi-spike or recurrent layer window by
+    window for the whole batch at once (`windowed_layer`); feed-forward single-spike layers
+    on the parallel TTFS path per sample."""
+    records, counts, overflow = [], [], []
+    for k, (layer, budget) in enumerate(zip(network.layers, budgets)):
+        if fast and layer.single_spike and layer.recurrent_weights is None:
+            inputs, count, over = jax.vmap(
+                lambda x, layer=layer, budget=budget, k=k: simulate_layer(
+                    layer, x, t_max, budget, solver, "eventprop", True, presorted=k > 0
+                )
+            )(inputs)
+        else:
+            arrivals = jax.vmap(lambda x, layer=layer, k=k: layer_arrivals(x, layer.delay, k > 0))(
+                inputs
+            )
+            final = windowed_layer(
+                layer, arrivals.times, arrivals.sources, t_max, budget, solver, windows[k]
+            )
+            inputs = Spikes(final.out_times, final.out_indices)
+            count, over = final.count, final.overflow
+        records.append(inputs)
+        counts.append(count)
+        overflow.append(over)
+    return SimulationResult(tuple(records), jnp.stack(counts, -1), jnp.stack(overflow, -1))
+
+
 @eqx.filter_jit
 def _simulate_batch(network: Network, inputs: Spikes, t_max, budgets, solver, method, fast,
                     windows):  # fmt: skip
+    if windows is not None:
+        single = inputs.times.ndim == 1
+        batch = Spikes(inputs.times[None], inputs.indices[None]) if single else inputs
+        res = _simulate_windows(network, batch, t_max, budgets, solver, fast, windows)
+        return jax.tree.map(lambda x: x[0], res) if single else res
+
     def one(x):
-        return _simulate_sample(network, x, t_max, budgets, solver, method, fast, windows)
+        return _simulate_sample(network, x, t_max, budgets, solver, method, fast)
 
     return jax.vmap(one)(inputs) if inputs.times.ndim == 2 else one(inputs)
 

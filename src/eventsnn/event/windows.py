@@ -209,101 +209,101 @@ def _record_rest(c: _Carry, neurons, values, ok):
     return c.rest_current.at[slot].set(values, mode="drop")
 
 
-def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
-    n = layer.size
-    taus = time_constants(layer, cfg)
+class _Prep(NamedTuple):
+    """One sample's window before its candidates run."""
+
+    end: jax.Array
+    closing: jax.Array
+    arr_t: jax.Array  # [m] the arrivals in time order (inf: not in the window)
+    rows: jax.Array  # [m, n] their jumps
+    taken: jax.Array  # [m]
+    n_in: jax.Array  # input arrivals taken
+    n_rec: jax.Array  # recurrent arrivals taken
+    dense: _Dense
+    cand_idx: jax.Array  # [n + chunk]
+    n_chunks: jax.Array
+
+
+def _prepare(layer, arrivals, t_max, cfg, taus, smooth, c: _Carry, active) -> _Prep:
+    """One sample: the window's end and arrivals, every neuron superposed to the end and
+    the candidates. An inactive sample (finished) gets an empty window."""
     rec = layer.recurrent_weights
     d = layer.delay
-    delayed, zero_delay = rec is not None and d > 0, rec is not None and d == 0
+    delayed = rec is not None and d > 0
     times_ext = jnp.append(arrivals.times, jnp.inf)
-    n_arr = times_ext.shape[0] - 1
-    m_in = min(cfg.arrivals, max(n_arr, 1))
-
-    # 1. The window's end and arrivals.
-    scope = jax.named_scope("arrivals")
-    scope.__enter__()
-    limit = jnp.minimum(t_max, c.cut)
-    if cfg.max_length is not None:
-        limit = jnp.minimum(limit, c.t + cfg.max_length)
-    if delayed:
-        limit = jnp.minimum(limit, c.t + d)
-    pos = c.in_ptr + jnp.arange(m_in + 1)
-    in_t = jnp.take(times_ext, pos, mode="fill", fill_value=jnp.inf)
-    end = jnp.minimum(limit, in_t[m_in])
-    sources = jnp.take(arrivals.sources, pos[:m_in], mode="clip")
-    arr_t, rows = in_t[:m_in], layer.weights[jnp.maximum(sources, 0)]
-    if delayed:
-        m_rec = cfg.recurrent_arrivals
-        rpos = c.rec_ptr + jnp.arange(m_rec + 1)
-        rec_t = jnp.where(
-            rpos < c.count, jnp.take(c.times, rpos, mode="fill", fill_value=jnp.inf) + d, jnp.inf
-        )
-        end = jnp.minimum(end, rec_t[m_rec])
-        src = jnp.take(c.indices, rpos[:m_rec], mode="fill", fill_value=0)
-        arr_t = jnp.concatenate([arr_t, rec_t[:m_rec]])
-        rows = jnp.concatenate([rows, rec[jnp.maximum(src, 0)]])
-    closing = end >= t_max
-    taken = _applied(arr_t, c.t, end)
-    arr_t = jnp.where(taken, arr_t, jnp.inf)
-    rows = jnp.where(taken[:, None], rows, 0.0)
-    n_taken_in = jnp.sum(taken[:m_in], dtype=jnp.int32)
-    n_taken_rec = jnp.sum(taken[m_in:], dtype=jnp.int32)
-    if delayed:  # merge the two sorted lists for the candidates' sequences
-        order = time_order(arr_t)
-        arr_t, rows, taken = arr_t[order], rows[order], taken[order]
-    scope.__exit__(None, None, None)
-
-    # 2. Superposition and the bound.
+    m_in = min(cfg.arrivals, max(times_ext.shape[0] - 1, 1))
+    with jax.named_scope("arrivals"):
+        limit = jnp.minimum(t_max, c.cut)
+        if cfg.max_length is not None:
+            limit = jnp.minimum(limit, c.t + cfg.max_length)
+        if delayed:
+            limit = jnp.minimum(limit, c.t + d)
+        pos = c.in_ptr + jnp.arange(m_in + 1)
+        in_t = jnp.take(times_ext, pos, mode="fill", fill_value=jnp.inf)
+        end = jnp.where(active, jnp.minimum(limit, in_t[m_in]), c.t)
+        sources = jnp.take(arrivals.sources, pos[:m_in], mode="clip")
+        arr_t, rows = in_t[:m_in], layer.weights[jnp.maximum(sources, 0)]
+        if delayed:
+            m_rec = cfg.recurrent_arrivals
+            rpos = c.rec_ptr + jnp.arange(m_rec + 1)
+            rec_t = jnp.take(c.times, rpos, mode="fill", fill_value=jnp.inf) + d
+            rec_t = jnp.where(rpos < c.count, rec_t, jnp.inf)
+            end = jnp.where(active, jnp.minimum(end, rec_t[m_rec]), c.t)
+            src = jnp.take(c.indices, rpos[:m_rec], mode="fill", fill_value=0)
+            arr_t = jnp.concatenate([arr_t, rec_t[:m_rec]])
+            rows = jnp.concatenate([rows, rec[jnp.maximum(src, 0)]])
+        closing = end >= t_max
+        taken = _applied(arr_t, c.t, end) & active
+        arr_t = jnp.where(taken, arr_t, jnp.inf)
+        rows = jnp.where(taken[:, None], rows, 0.0)
+        n_in = jnp.sum(taken[:m_in], dtype=jnp.int32)
+        n_rec = jnp.sum(taken[m_in:], dtype=jnp.int32)
+        if delayed:  # merge the two sorted lists for the candidates' sequences
+            order = time_order(arr_t)
+            arr_t, rows, taken = arr_t[order], rows[order], taken[order]
     with jax.named_scope("superpose"):
-        dense = _superpose(layer, c, end, closing, arr_t, rows, taken, solver.smooth, taus)
+        dense = _superpose(layer, c, end, closing, arr_t, rows, taken, smooth, taus)
+        dense = dense._replace(candidate=dense.candidate & active)
         cand_idx, n_chunks = _candidates(dense, cfg.chunk)
-
-    # 3. Candidates, a chunk at a time.
-    def lanes_of(k):
-        idx = jax.lax.dynamic_slice(cand_idx, (k * cfg.chunk,), (cfg.chunk,))
-        valid = idx < n
-        q = _lane_params(layer, idx)
-        state = tuple(jnp.take(x, idx, mode="fill", fill_value=0.0) for x in (c.u, c.i, c.r))
-        jumps = jnp.take(rows, idx, axis=1, mode="fill", fill_value=0.0).T
-        with jax.named_scope("lanes"):
-            lanes = run_lanes(
-                q, state, valid, c.t, end, arr_t, jumps, solver=solver,
-                spikes=1 if layer.single_spike else cfg.spikes, first_only=zero_delay,
-                closing=closing,
-            )  # fmt: skip
-        return idx, valid, lanes
-
-    if zero_delay:
-        with jax.named_scope("commit"):
-            return _commit_first(
-                layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus
-            )
-    with jax.named_scope("commit"):
-        return _commit_all(layer, c, end, dense, lanes_of, n_chunks, n_taken_in, n_taken_rec,
-                           budget, cfg)  # fmt: skip
+    return _Prep(end, closing, arr_t, rows, taken, n_in, n_rec, dense, cand_idx, n_chunks)
 
 
-def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks, budget, taus):
+def _lanes_of(layer, cfg, solver, c: _Carry, w: _Prep, k):
+    """One sample: chunk `k` of its candidates through its window."""
+    idx = jax.lax.dynamic_slice(w.cand_idx, (k * cfg.chunk,), (cfg.chunk,))
+    valid = idx < layer.size
+    q = _lane_params(layer, idx)
+    state = tuple(jnp.take(x, idx, mode="fill", fill_value=0.0) for x in (c.u, c.i, c.r))
+    jumps = jnp.take(w.rows, idx, axis=1, mode="fill", fill_value=0.0).T
+    zero_delay = layer.recurrent_weights is not None and layer.delay == 0
+    with jax.named_scope("lanes"):
+        lanes = run_lanes(
+            q, state, valid, c.t, w.end, w.arr_t, jumps, solver=solver,
+            spikes=1 if layer.single_spike else cfg.spikes, first_only=zero_delay,
+            closing=w.closing,
+        )  # fmt: skip
+    return idx, valid, lanes
+
+
+def _first_chunk(layer, cfg, solver, c: _Carry, w: _Prep, first, k):
+    """Zero-delay recurrence: each candidate's first crossing in the window ``[n]``."""
+    idx, valid, lanes = _lanes_of(layer, cfg, solver, c, w, k)
+    return first.at[idx].set(jnp.where(valid, lanes.first, jnp.inf), mode="drop")
+
+
+def _commit_first(layer, t_max, budget, smooth, taus, c: _Carry, w: _Prep, first, active):
     """Zero-delay recurrence: the window ends at the layer's earliest crossing (if any
-    before `end`); every neuron is superposed to it and the neurons crossing there spike."""
+    before its end); every neuron is superposed to it and the neurons crossing there spike
+    (their recurrent rows jump every ``I``)."""
     n, p = layer.size, layer.params
-
-    def chunk(k, first):
-        idx, valid, lanes = lanes_of(k)
-        return first.at[idx].set(jnp.where(valid, lanes.first, jnp.inf), mode="drop")
-
-    first = jax.lax.fori_loop(0, n_chunks, chunk, jnp.full(n, jnp.inf, c.u.dtype))
     t_spike = jnp.min(first)
-    fires_at = t_spike <= end
-    end = jnp.minimum(end, t_spike)
+    fires_at = t_spike <= w.end
+    end = jnp.minimum(w.end, t_spike)
     # Input arrivals at the spike time itself come after it (the next window).
-    applied = jnp.where(fires_at, arr_t < end, _applied(arr_t, c.t, end))
-    dense = _superpose(layer, c, end, end >= t_max, arr_t, rows, applied, solver.smooth, taus)
-    spikers = fires_at & (first == t_spike)
-    taken_in = jnp.sum(applied, dtype=jnp.int32)
-
-    rest_current = _record_rest(c, jnp.arange(n), dense.rest_current, dense.rest_ends)
-    c = c._replace(rest_current=rest_current)
+    applied = jnp.where(fires_at, w.arr_t < end, _applied(w.arr_t, c.t, end)) & active
+    dense = _superpose(layer, c, end, end >= t_max, w.arr_t, w.rows, applied, smooth, taus)
+    spikers = fires_at & (first == t_spike) & active
+    rest_current = _record_rest(c, jnp.arange(n), dense.rest_current, dense.rest_ends & active)
     rank = running_count(spikers) - 1
     n_new = jnp.sum(spikers, dtype=jnp.int32)
     full = c.count + n_new > budget
@@ -311,32 +311,44 @@ def _commit_first(layer, c, end, t_max, arr_t, rows, solver, lanes_of, n_chunks,
     once = (t_spike == 0) & (p.v_th <= p.v_leak)
     neurons = jnp.arange(n, dtype=jnp.int32)
     jump = spikers.astype(c.u.dtype) @ layer.recurrent_weights
+
+    def keep(new, old):
+        return jnp.where(active, new, old)
+
     return c._replace(
-        t=end,
-        u=jnp.where(spikers, p.v_reset - p.v_leak, dense.u),
-        i=dense.i + jump,
+        t=keep(end, c.t),
+        u=keep(jnp.where(spikers, p.v_reset - p.v_leak, dense.u), c.u),
+        i=keep(dense.i + jump, c.i),
         r=jnp.where(spikers, end + rest_length(layer), c.r),
-        in_ptr=c.in_ptr + taken_in,
+        in_ptr=c.in_ptr + jnp.sum(applied, dtype=jnp.int32),
         times=c.times.at[slot].set(end, mode="drop"),
         indices=c.indices.at[slot].set(neurons, mode="drop"),
         current=c.current.at[slot].set(dense.i, mode="drop"),
         at_once=c.at_once.at[slot].set(once, mode="drop"),
+        rest_current=rest_current,
         last_slot=jnp.where(spikers & (slot < budget), slot, c.last_slot),
         count=jnp.minimum(c.count + n_new, budget),
-        overflow=c.overflow | full,
-        cut=jnp.asarray(jnp.inf, c.u.dtype),
+        overflow=c.overflow | (full & active),
     )
 
 
-def _commit_all(layer, c, end, dense, lanes_of, n_chunks, n_taken_in, n_taken_rec, budget,
-                cfg):  # fmt: skip
-    """No coupling inside the window: every candidate's sequence stands; commit them all,
-    or cut the window where a budget would be exceeded and leave it to be run again."""
+class _Gather(NamedTuple):
+    """The candidates' results of one window, collected chunk by chunk (one sample)."""
+
+    u: jax.Array
+    i: jax.Array
+    r: jax.Array
+    rest_value: jax.Array  # [n] I where a period that began before the window ends in it
+    rest_ok: jax.Array  # [n]
+    buf: tuple  # the window's earliest wb + 1 spikes: time, neuron, I, at once, I at rest end
+    n_new: jax.Array
+    cut: jax.Array
+
+
+def _gather_init(layer, cfg, c: _Carry, w: _Prep, active) -> _Gather:
     n, dtype = layer.size, c.u.dtype
     wb = cfg.window_spikes
-    u, i, r = dense.u, dense.i, c.r
-    rest_current = _record_rest(c, jnp.arange(n), dense.rest_current, dense.rest_ends)
-    # The window's earliest wb + 1 spikes, kept in (time, neuron) order as chunks come in.
+    ends = w.dense.rest_ends & active
     buf = (
         jnp.full(wb + 1, jnp.inf, dtype),
         jnp.full(wb + 1, n, jnp.int32),
@@ -344,98 +356,167 @@ def _commit_all(layer, c, end, dense, lanes_of, n_chunks, n_taken_in, n_taken_re
         jnp.zeros(wb + 1, bool),
         jnp.full(wb + 1, jnp.nan, dtype),
     )
+    return _Gather(
+        w.dense.u, w.dense.i, c.r, w.dense.rest_current, ends,
+        buf, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, dtype),
+    )  # fmt: skip
 
-    def chunk(k, st):
-        u, i, r, rest_current, buf, n_new, cut = st
-        idx, valid, lanes = lanes_of(k)
-        u = u.at[idx].set(lanes.u, mode="drop")
-        i = i.at[idx].set(lanes.i, mode="drop")
-        r = r.at[idx].set(lanes.r, mode="drop")
-        # I at the end of a period that began before the window (into the record now).
-        prev = lanes.rest_current[:, 0]
-        rest_current = _record_rest(
-            c._replace(rest_current=rest_current), idx, prev, valid & ~jnp.isnan(prev)
-        )
-        p_ = lanes.times.shape[1]
-        new = (
-            lanes.times.reshape(-1),
-            jnp.repeat(jnp.where(valid, idx, n), p_),
-            lanes.current.reshape(-1),
-            lanes.at_once.reshape(-1),
-            lanes.rest_current[:, 1:].reshape(-1),
-        )
-        merged = tuple(jnp.concatenate([a, b]) for a, b in zip(buf, new))
-        keep = time_order(merged[0], merged[1])[: wb + 1]
-        buf = tuple(x[keep] for x in merged)
-        n_new = n_new + jnp.sum(lanes.count, dtype=jnp.int32)
-        return u, i, r, rest_current, buf, n_new, jnp.minimum(cut, lanes.cut)
 
-    st = (u, i, r, rest_current, buf, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, dtype))
-    u, i, r, rest_current, buf, n_new, cut = jax.lax.fori_loop(0, n_chunks, chunk, st)
-    b_t, b_i, b_cur, b_once, b_rest = buf
+def _gather_chunk(layer, cfg, solver, c: _Carry, w: _Prep, g: _Gather, k) -> _Gather:
+    """Chunk `k` of the candidates: their end states, spikes kept in (time, neuron) order."""
+    n, wb = layer.size, cfg.window_spikes
+    idx, valid, lanes = _lanes_of(layer, cfg, solver, c, w, k)
+    # I at the end of a period that began before the window.
+    prev = lanes.rest_current[:, 0]
+    ended = valid & ~jnp.isnan(prev)
+    rest_value = g.rest_value.at[jnp.where(ended, idx, n)].set(prev, mode="drop")
+    rest_ok = g.rest_ok.at[jnp.where(ended, idx, n)].set(True, mode="drop")
+    p_ = lanes.times.shape[1]
+    new = (
+        lanes.times.reshape(-1),
+        jnp.repeat(jnp.where(valid, idx, n), p_),
+        lanes.current.reshape(-1),
+        lanes.at_once.reshape(-1),
+        lanes.rest_current[:, 1:].reshape(-1),
+    )
+    merged = tuple(jnp.concatenate([a, b]) for a, b in zip(g.buf, new))
+    keep = time_order(merged[0], merged[1])[: wb + 1]
+    return _Gather(
+        g.u.at[idx].set(lanes.u, mode="drop"),
+        g.i.at[idx].set(lanes.i, mode="drop"),
+        g.r.at[idx].set(lanes.r, mode="drop"),
+        rest_value,
+        rest_ok,
+        tuple(x[keep] for x in merged),
+        g.n_new + jnp.sum(lanes.count, dtype=jnp.int32),
+        jnp.minimum(g.cut, lanes.cut),
+    )
+
+
+def _commit_all(layer, cfg, budget, c: _Carry, w: _Prep, g: _Gather, active) -> _Carry:
+    """No coupling inside the window: every candidate's sequence stands; commit them all,
+    or cut the window where a budget would be exceeded and leave it to be run again."""
+    n, dtype = layer.size, c.u.dtype
+    wb = cfg.window_spikes
+    b_t, b_i, b_cur, b_once, b_rest = g.buf
     # Too many spikes in the window: end it halfway between the last kept and the next.
-    cut = jnp.where(n_new > wb, jnp.minimum(cut, 0.5 * (b_t[wb - 1] + b_t[wb])), cut)
-    retry = jnp.isfinite(cut)
-
+    cut = jnp.where(g.n_new > wb, jnp.minimum(g.cut, 0.5 * (b_t[wb - 1] + b_t[wb])), g.cut)
+    commit = active & ~jnp.isfinite(cut)
     rank = jnp.arange(wb, dtype=jnp.int32)
-    kept = rank < n_new
-    full = c.count + n_new > budget
+    kept = commit & (rank < g.n_new)
     at = jnp.where(kept & (c.count + rank < budget), c.count + rank, c.times.shape[0])
     neurons = jnp.where(kept, b_i[:wb], n)
     last_slot = c.last_slot.at[neurons].max(jnp.where(at < budget, at, -1), mode="drop")
-    committed = c._replace(
-        t=end,
-        u=u,
-        i=i,
-        r=r,
-        in_ptr=c.in_ptr + n_taken_in,
-        rec_ptr=c.rec_ptr + n_taken_rec,
+    # Periods that ended in a window cut short end again in its shorter run: write them
+    # only when the window stands.
+    rest_current = _record_rest(c, jnp.arange(n), g.rest_value, g.rest_ok & commit)
+
+    def keep(new, old):
+        return jnp.where(commit, new, old)
+
+    return c._replace(
+        t=keep(w.end, c.t),
+        u=keep(g.u, c.u),
+        i=keep(g.i, c.i),
+        r=keep(g.r, c.r),
+        in_ptr=c.in_ptr + jnp.where(commit, w.n_in, 0),
+        rec_ptr=c.rec_ptr + jnp.where(commit, w.n_rec, 0),
         times=c.times.at[at].set(b_t[:wb], mode="drop"),
         indices=c.indices.at[at].set(b_i[:wb], mode="drop"),
         current=c.current.at[at].set(b_cur[:wb], mode="drop"),
         at_once=c.at_once.at[at].set(b_once[:wb], mode="drop"),
         rest_current=rest_current.at[at].set(b_rest[:wb], mode="drop"),
         last_slot=last_slot,
-        count=jnp.minimum(c.count + n_new, budget),
-        overflow=c.overflow | full,
-        cut=jnp.asarray(jnp.inf, dtype),
+        count=jnp.where(commit, jnp.minimum(c.count + g.n_new, budget), c.count),
+        overflow=c.overflow | (commit & (c.count + g.n_new > budget)),
+        cut=jnp.where(active & ~commit, cut, jnp.asarray(jnp.inf, dtype)),
     )
-    again = c._replace(cut=cut)
-    return jax.tree.map(lambda a, b: jnp.where(retry, a, b), again, committed)
+
+
+def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
+    """Every sample of the batch (``c`` and `arrivals` with a leading batch axis) one
+    window further. The loops over candidate chunks run as often as the busiest sample
+    needs (one loop, not one per sample: a per-sample loop would, under `vmap`, select
+    between old and new values of its whole carry, records included, at every step)."""
+    taus = time_constants(layer, cfg)
+    smooth = solver.smooth
+    zero_delay = layer.recurrent_weights is not None and layer.delay == 0
+    active = (c.t < t_max) & ~c.overflow
+
+    def per_sample(f, *batched):
+        return jax.vmap(f)(*batched)
+
+    w = per_sample(lambda a, c_, on: _prepare(layer, a, t_max, cfg, taus, smooth, c_, on),
+                   arrivals, c, active)  # fmt: skip
+    n_chunks = jnp.max(w.n_chunks)
+    if zero_delay:
+        first0 = jnp.full(c.u.shape, jnp.inf, c.u.dtype)
+
+        def step(k, first):
+            return jax.vmap(lambda c_, w_, f: _first_chunk(layer, cfg, solver, c_, w_, f, k))(
+                c, w, first
+            )
+
+        first = jax.lax.fori_loop(0, n_chunks, step, first0)
+        with jax.named_scope("commit"):
+            return per_sample(
+                lambda c_, w_, f, on: _commit_first(layer, t_max, budget, smooth, taus, c_, w_,
+                                                    f, on),
+                c, w, first, active,
+            )  # fmt: skip
+    g = per_sample(lambda c_, w_, on: _gather_init(layer, cfg, c_, w_, on), c, w, active)
+
+    def step(k, g):
+        return jax.vmap(lambda c_, w_, g_: _gather_chunk(layer, cfg, solver, c_, w_, g_, k))(
+            c, w, g
+        )
+
+    g = jax.lax.fori_loop(0, n_chunks, step, g)
+    with jax.named_scope("commit"):
+        return per_sample(
+            lambda c_, w_, g_, on: _commit_all(layer, cfg, budget, c_, w_, g_, on),
+            c, w, g, active,
+        )  # fmt: skip
 
 
 def window_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solver,
                  cfg: Windows) -> LayerState:  # fmt: skip
-    """Simulate one layer of one sample from its sorted arrivals, window by window.
+    """Simulate one layer of a batch from its sorted arrivals ``[batch, K]``, window by
+    window, every sample and neuron in parallel.
 
-    Returns the event loop's `LayerState` (its records: spikes in time order, ties by
-    index, with ``I`` at each spike and at each refractory period's end), which
-    `eventprop.backward_layer` differentiates.
+    Returns the event loop's `LayerState` with a leading batch axis (its records: spikes in
+    time order, ties by index, with ``I`` at each spike and at each refractory period's
+    end), which `windows_adjoint.backward_windows` differentiates.
     """
     n, dtype = layer.size, arrivals.times.dtype
+    batch = arrivals.times.shape[0]
     slack = cfg.window_spikes + 1
     size = max_spikes + max(slack, n)
+
+    def full(shape, value, dt):
+        return jnp.full((batch, *shape), value, dt)
+
     c = _Carry(
-        t=jnp.zeros((), dtype),
-        u=jnp.zeros(n, dtype),
-        i=jnp.zeros(n, dtype),
-        r=jnp.full(n, -jnp.inf, dtype),
-        in_ptr=jnp.zeros((), jnp.int32),
-        rec_ptr=jnp.zeros((), jnp.int32),
-        times=jnp.full(size, jnp.inf, dtype),
-        indices=jnp.full(size, -1, jnp.int32),
-        current=jnp.zeros(size, dtype),
-        rest_current=jnp.full(size, jnp.nan, dtype),
-        at_once=jnp.zeros(size, bool),
-        last_slot=jnp.full(n, -1, jnp.int32),
-        count=jnp.zeros((), jnp.int32),
-        overflow=jnp.zeros((), bool),
-        cut=jnp.asarray(jnp.inf, dtype),
+        t=full((), 0.0, dtype),
+        u=full((n,), 0.0, dtype),
+        i=full((n,), 0.0, dtype),
+        r=full((n,), -jnp.inf, dtype),
+        in_ptr=full((), 0, jnp.int32),
+        rec_ptr=full((), 0, jnp.int32),
+        times=full((size,), jnp.inf, dtype),
+        indices=full((size,), -1, jnp.int32),
+        current=full((size,), 0.0, dtype),
+        rest_current=full((size,), jnp.nan, dtype),
+        at_once=full((size,), False, bool),
+        last_slot=full((n,), -1, jnp.int32),
+        count=full((), 0, jnp.int32),
+        overflow=full((), False, bool),
+        cut=full((), jnp.inf, dtype),
     )
     t_max = jnp.asarray(t_max, dtype)
 
     def more(c):
-        return (c.t < t_max) & ~c.overflow
+        return jnp.any((c.t < t_max) & ~c.overflow)
 
     c = jax.lax.while_loop(
         more, lambda c: _window(layer, arrivals, t_max, max_spikes, solver, cfg, c), c
@@ -447,16 +528,16 @@ def window_layer(layer: Layer, arrivals: Arrivals, t_max, max_spikes: int, solve
         v=c.u + p.v_leak,
         i=c.i,
         refractory_until=c.r,
-        pending=jnp.zeros(n, bool),
+        pending=jnp.zeros((batch, n), bool),
         input_ptr=c.in_ptr,
         recurrent_ptr=c.rec_ptr,
-        out_times=c.times[:m],
-        out_indices=c.indices[:m],
-        out_current=c.current[:m],
-        out_current_at_rest_end=c.rest_current[:m],
-        out_at_once=c.at_once[:m],
+        out_times=c.times[:, :m],
+        out_indices=c.indices[:, :m],
+        out_current=c.current[:, :m],
+        out_current_at_rest_end=c.rest_current[:, :m],
+        out_at_once=c.at_once[:, :m],
         last_slot=c.last_slot,
         count=c.count,
         overflow=c.overflow,
-        done=jnp.ones((), bool),
+        done=jnp.ones((batch,), bool),
     )
