@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..network import Layer
 from ..neuron import du_dt, propagate
-from .spike_time import SpikeTimeSolver, first_crossing
+from .spike_time import SpikeTimeSolver, crossing_derivative, first_crossing
 
 
 class LayerState(NamedTuple):
@@ -124,14 +124,26 @@ def record_rest_ends(s: LayerState, t_new, i_start) -> Float[Array, " M"]:
 
 
 def crossing_times(layer: Layer, s: LayerState, t_max, solver: SpikeTimeSolver):
-    """Absolute time (s) of each neuron's next threshold crossing, +inf if none by t_max."""
+    """Absolute time (s) of each neuron's next threshold crossing, +inf if none by t_max.
+
+    Each time carries its own implicit-function derivative, also for a neuron due now
+    (pending after a tie, or at threshold by rounding): value ``s.t``, derivative from its
+    state now, never the derivative of the spike it tied with.
+    """
     p = layer.params
     start = _resume_time(s, jnp.inf)
+    # A single-spike neuron that fired rests forever (start = +inf): keep the inf out of
+    # the differentiated arithmetic (d/dtau_syn of exp(-inf / tau_syn) is 0 * inf = NaN).
+    rests_forever = jnp.isinf(start)
+    start = jnp.where(rests_forever, s.t, start)
     i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
-    dt = first_crossing(
-        solver, s.v - p.v_leak, i_start, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, t_max - start
-    )
-    return jnp.where(s.pending, s.t, start + dt)
+    u0, theta = s.v - p.v_leak, p.v_th - p.v_leak
+    dt = first_crossing(solver, u0, i_start, theta, p.tau_mem, p.tau_syn, t_max - start)
+    # At t = 0 a neuron with v_leak >= v_th fires without a crossing: no derivative.
+    tonic_start = (s.t == 0) & (theta <= 0)
+    due_now = (s.pending | (u0 >= theta)) & (start == s.t) & ~tonic_start
+    t_now = s.t + crossing_derivative(u0, s.i, theta, p.tau_mem)
+    return jnp.where(rests_forever, jnp.inf, jnp.where(due_now, t_now, start + dt))
 
 
 def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> LayerState:
