@@ -8,10 +8,13 @@ relative change of ``p``.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from reference import reference_simulate
 
 import eventsnn as es
 
@@ -43,6 +46,34 @@ def _loss(net, times, indices, c, t_max, method, max_spikes, hidden_weight, smoo
         for r, layer in zip(res.layers[:-1], net.layers[:-1])
     )
     return jnp.sum(out + hidden_weight * hidden), res
+
+
+def reference_loss(net, inputs, coefficients, t_max, hidden_weight=0.3):
+    """The loss of `loss_fn` on the spikes of the independent reference (`reference.py`,
+    float64, solve_ivp): ``sum_j c_j`` (first spike of output j) plus `hidden_weight` times
+    every hidden spike time. A single-spike layer gets a refractory period longer than the
+    run. Returns ``(value, spikes)`` with ``spikes`` as `reference_simulate` gives them."""
+    layers = []
+    for layer in net.layers:
+        p = {f.name: np.asarray(getattr(layer.params, f.name)) for f in fields(layer.params)}
+        if layer.single_spike:
+            p["t_refrac"] = np.full(layer.size, 10.0 * t_max)
+        rec = layer.recurrent_weights
+        layers.append(
+            dict(
+                weights=np.asarray(layer.weights),
+                recurrent_weights=None if rec is None else np.asarray(rec),
+                delay=layer.delay,
+                **p,
+            )
+        )
+    times, indices = np.asarray(inputs.times), np.asarray(inputs.indices)
+    spikes, _ = reference_simulate(layers, times, indices, t_max)
+    *hidden, (t_out, i_out) = spikes
+    value = sum(
+        c * t_out[i_out == j].min() for j, c in enumerate(coefficients) if np.any(i_out == j)
+    )
+    return value + hidden_weight * sum(float(np.sum(t)) for t, _ in hidden), spikes
 
 
 @eqx.filter_jit
