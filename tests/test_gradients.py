@@ -149,6 +149,20 @@ def test_single_spike_layers_in_the_event_loop():
     check(NAMED["single_spike_event_loop"][0](), fast_ttfs=False)
 
 
+def test_events_tied_in_time():
+    """Hidden neuron 0 fires tonically from t = 0, together with an input spike at t = 0;
+    its recurrent spike (delay 1 ms) arrives together with that input (delayed 1 ms too).
+    Each event keeps the derivative of its own time (the analytic method split it between
+    tied events: the derivative of jnp.minimum at a tie)."""
+    hidden, out = recurrent_with_delay().layers
+    hidden = eqx.tree_at(lambda x: x.params.v_leak, hidden, hidden.params.v_leak.at[0].set(1.3))
+    net = es.Network([hidden, out])
+    inputs = inputs_of([0.0, 0.003, 0.002, 0.006, 0.0045], [0, 1, 2, 0, 1])
+    res = loss_fn("analytic", [1.0, -0.5], T_MAX, 64)(net, inputs.times, inputs.indices)[1]
+    assert float(res.layers[0].times[0]) == 0.0 and int(res.layers[0].indices[0]) == 0
+    check(net, inputs)
+
+
 def test_refractory_period_zero_is_right_sided():
     """At t_refrac = 0 a refractory period cannot shrink: the gradients give the
     right-sided derivative, checked by one-sided differences with t_refrac moving up."""

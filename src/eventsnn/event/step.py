@@ -11,9 +11,17 @@ events cannot change who spikes):
 
 * a threshold crossing: the neuron spikes, ``V = v_reset`` for ``t_refrac``; with zero delay
   its recurrent row jumps ``I`` at once. Other neurons that cross at exactly the same time
-  are marked pending and spike at that same time in the next steps (ties by index).
+  are marked pending and spike at that same time in the next steps (ties by index), each
+  with the derivative of its own crossing (`crossing_times`).
 * an input arrival (presynaptic spike + delay): ``I += W[source]``.
 * a delayed recurrent arrival (own spike + delay): ``I += W_rec[source]``.
+
+Derivatives at ties: a tie is a kink where the tied events act on each other (a jump of
+``I`` at the time of a crossing, a refractory period ending at the tie); the gradient
+there is the one-sided derivative of the order above (spikes by index, then arrivals, a
+refractory period ending after every other event at its time: right-sided in
+``t_refrac``), the same in both methods. Neurons that merely cross together (no jump
+between them) are smooth: each time has its own derivative.
 """
 
 from __future__ import annotations
@@ -172,7 +180,10 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     is_input = active & ~is_spike & (t_input <= t_recur)
     is_recur = active & ~is_spike & ~is_input
 
-    t_safe = jnp.where(active, t_next, s.t)  # no inf/NaN in untaken branches
+    # The event's own time, with its own derivative (at a tie, jnp.minimum would split the
+    # derivative between the tied times); s.t where nothing happens: no inf/NaN.
+    t_event = jnp.where(is_spike, t_spike, jnp.where(is_input, t_input, t_recur))
+    t_safe = jnp.where(active, t_event, s.t)
     v, i, i_start = _advance(layer, s, t_safe, solver.smooth)
     current_at_rest_end = record_rest_ends(s, t_safe, i_start)
     p = layer.params
