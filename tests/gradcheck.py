@@ -145,7 +145,8 @@ def random_direction(net, inputs, seed, only=None):
 
     `only`: None (everything), a field name (``"weights"``, ``"t_refrac"``, ...: that leaf
     in every layer) or ``INPUT_TIMES``. ``t_refrac = 0`` is a kink (one-sided): a random
-    direction leaves it alone unless `only` asks for it.
+    direction leaves it alone unless `only` asks for it. Input times at 0 stay (times
+    are >= 0), padding too.
     """
     rng = np.random.default_rng(seed)
     real = np.isfinite(np.asarray(inputs.times))
@@ -160,7 +161,7 @@ def random_direction(net, inputs, seed, only=None):
 
     point = (net, inputs.times)
     d_net, d_t = jax.tree_util.tree_map_with_path(one, point, scale_of(point))
-    return d_net, np.where(real, d_t, 0.0)
+    return d_net, np.where(real & (np.asarray(inputs.times) > 0), d_t, 0.0)
 
 
 def _dot(a, b):
