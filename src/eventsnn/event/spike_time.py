@@ -191,8 +191,14 @@ def first_crossing(
     spikes = jnp.isfinite(t_star) & ~at_once
     t_safe = jnp.where(spikes, t_star, 0.0)
     u, i = propagate(u0, i0, t_safe, tau_mem, tau_syn, solver.smooth)
+    return t_star + jnp.where(spikes, crossing_derivative(u, i, theta, tau_mem), 0.0)
+
+
+def crossing_derivative(u, i, theta, tau_mem):
+    """Zero in value; in derivative, the shift of a threshold crossing whose state is
+    ``(u, I)``: ``-(du - dtheta) / u'`` (implicit function theorem), with ``u'`` floored
+    at ``SLOPE_FLOOR * max(|theta|, 1) / tau_mem``. Add it to a crossing time's value."""
     slope = jax.lax.stop_gradient(du_dt(u, i, tau_mem))
-    floor = SLOPE_FLOOR * jnp.maximum(jnp.abs(args[2]), 1.0) / args[3]
-    correction = -(u - theta) / jnp.maximum(slope, floor)
-    correction = jnp.where(spikes, correction - jax.lax.stop_gradient(correction), 0.0)
-    return t_star + correction
+    floor = jax.lax.stop_gradient(SLOPE_FLOOR * jnp.maximum(jnp.abs(theta), 1.0) / tau_mem)
+    shift = -(u - theta) / jnp.maximum(slope, floor)
+    return shift - jax.lax.stop_gradient(shift)

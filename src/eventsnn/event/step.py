@@ -11,9 +11,17 @@ events cannot change who spikes):
 
 * a threshold crossing: the neuron spikes, ``V = v_reset`` for ``t_refrac``; with zero delay
   its recurrent row jumps ``I`` at once. Other neurons that cross at exactly the same time
-  are marked pending and spike at that same time in the next steps (ties by index).
+  are marked pending and spike at that same time in the next steps (ties by index), each
+  with the derivative of its own crossing (`crossing_times`).
 * an input arrival (presynaptic spike + delay): ``I += W[source]``.
 * a delayed recurrent arrival (own spike + delay): ``I += W_rec[source]``.
+
+Derivatives at ties: a tie is a kink where the tied events act on each other (a jump of
+``I`` at the time of a crossing, a refractory period ending at the tie); the gradient
+there is the one-sided derivative of the order above (spikes by index, then arrivals, a
+refractory period ending after every other event at its time: right-sided in
+``t_refrac``), the same in both methods. Neurons that merely cross together (no jump
+between them) are smooth: each time has its own derivative.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..network import Layer
 from ..neuron import du_dt, propagate
-from .spike_time import SpikeTimeSolver, first_crossing
+from .spike_time import SpikeTimeSolver, crossing_derivative, first_crossing
 
 
 class LayerState(NamedTuple):
@@ -124,14 +132,26 @@ def record_rest_ends(s: LayerState, t_new, i_start) -> Float[Array, " M"]:
 
 
 def crossing_times(layer: Layer, s: LayerState, t_max, solver: SpikeTimeSolver):
-    """Absolute time (s) of each neuron's next threshold crossing, +inf if none by t_max."""
+    """Absolute time (s) of each neuron's next threshold crossing, +inf if none by t_max.
+
+    Each time carries its own implicit-function derivative, also for a neuron due now
+    (pending after a tie, or at threshold by rounding): value ``s.t``, derivative from its
+    state now, never the derivative of the spike it tied with.
+    """
     p = layer.params
     start = _resume_time(s, jnp.inf)
+    # A single-spike neuron that fired rests forever (start = +inf): keep the inf out of
+    # the differentiated arithmetic (d/dtau_syn of exp(-inf / tau_syn) is 0 * inf = NaN).
+    rests_forever = jnp.isinf(start)
+    start = jnp.where(rests_forever, s.t, start)
     i_start = s.i * jnp.exp(-(start - s.t) / p.tau_syn)
-    dt = first_crossing(
-        solver, s.v - p.v_leak, i_start, p.v_th - p.v_leak, p.tau_mem, p.tau_syn, t_max - start
-    )
-    return jnp.where(s.pending, s.t, start + dt)
+    u0, theta = s.v - p.v_leak, p.v_th - p.v_leak
+    dt = first_crossing(solver, u0, i_start, theta, p.tau_mem, p.tau_syn, t_max - start)
+    # At t = 0 a neuron with v_leak >= v_th fires without a crossing: no derivative.
+    tonic_start = (s.t == 0) & (theta <= 0)
+    due_now = (s.pending | (u0 >= theta)) & (start == s.t) & ~tonic_start
+    t_now = s.t + crossing_derivative(u0, s.i, theta, p.tau_mem)
+    return jnp.where(rests_forever, jnp.inf, jnp.where(due_now, t_now, start + dt))
 
 
 def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> LayerState:
@@ -160,7 +180,10 @@ def step(layer: Layer, arrivals: Arrivals, s: LayerState, t_max, solver) -> Laye
     is_input = active & ~is_spike & (t_input <= t_recur)
     is_recur = active & ~is_spike & ~is_input
 
-    t_safe = jnp.where(active, t_next, s.t)  # no inf/NaN in untaken branches
+    # The event's own time, with its own derivative (at a tie, jnp.minimum would split the
+    # derivative between the tied times); s.t where nothing happens: no inf/NaN.
+    t_event = jnp.where(is_spike, t_spike, jnp.where(is_input, t_input, t_recur))
+    t_safe = jnp.where(active, t_event, s.t)
     v, i, i_start = _advance(layer, s, t_safe, solver.smooth)
     current_at_rest_end = record_rest_ends(s, t_safe, i_start)
     p = layer.params
