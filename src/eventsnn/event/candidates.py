@@ -116,6 +116,7 @@ def run_lanes(
 
     def one_round(carry):
         k, tau, u, i, r, ptr, live, rec = carry
+        last_spike = tau  # a live lane starts each round at its last recorded spike
         rest_slot = jnp.where(k == 0, 0, k)  # the rest that ends now belongs to spike k-1
 
         def segment(a, seg):
@@ -188,7 +189,7 @@ def run_lanes(
                 (times, current, at_once, rest_current, count + recorded, first),
             ),
             too_many,
-            tau,
+            last_spike,
             t_spike,
         )
 
@@ -206,10 +207,10 @@ def run_lanes(
 
     def body(state):
         carry, cut = state
-        carry, too_many, segment_start, extra = one_round(carry)
-        # Halfway from the start of the segment that holds the extra crossing (at or after
-        # the lane's last recorded spike) to that crossing.
-        mid = 0.5 * (segment_start + extra)
+        carry, too_many, last_spike, extra = one_round(carry)
+        # Halfway from the lane's last recorded spike to the crossing beyond (strictly
+        # between them: the window run again keeps the one and not the other).
+        mid = 0.5 * (last_spike + extra)
         return carry, jnp.minimum(cut, jnp.min(jnp.where(too_many, mid, jnp.inf)))
 
     def more(state):

@@ -401,7 +401,10 @@ def _commit_all(layer, cfg, budget, c: _Carry, w: _Prep, g: _Gather, active) -> 
     b_t, b_i, b_cur, b_once, b_rest = g.buf
     # Too many spikes in the window: end it halfway between the last kept and the next.
     cut = jnp.where(g.n_new > wb, jnp.minimum(g.cut, 0.5 * (b_t[wb - 1] + b_t[wb])), g.cut)
-    commit = active & ~jnp.isfinite(cut)
+    # More spikes at one instant than a window holds cannot be cut apart: the window
+    # stands, truncated, and the overflow says so.
+    stuck = jnp.isfinite(cut) & (cut <= c.t)
+    commit = active & (~jnp.isfinite(cut) | stuck)
     rank = jnp.arange(wb, dtype=jnp.int32)
     kept = commit & (rank < g.n_new)
     at = jnp.where(kept & (c.count + rank < budget), c.count + rank, c.times.shape[0])
@@ -428,7 +431,7 @@ def _commit_all(layer, cfg, budget, c: _Carry, w: _Prep, g: _Gather, active) -> 
         rest_current=rest_current.at[at].set(b_rest[:wb], mode="drop"),
         last_slot=last_slot,
         count=jnp.where(commit, jnp.minimum(c.count + g.n_new, budget), c.count),
-        overflow=c.overflow | (commit & (c.count + g.n_new > budget)),
+        overflow=c.overflow | (commit & ((c.count + g.n_new > budget) | stuck)),
         cut=jnp.where(active & ~commit, cut, jnp.asarray(jnp.inf, dtype)),
     )
 
