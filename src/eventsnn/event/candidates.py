@@ -106,9 +106,6 @@ def run_lanes(
     bounds = jnp.minimum(jnp.append(arrival_times, end), end)
     jumps = jnp.pad(jumps, ((0, 0), (0, 1)))
     rounds = 1 if first_only else spikes + 1
-    # With the plain PSP kernel every segment of a round is tested at once (closed-form
-    # prefix sums over the arrivals); otherwise one segment after the other.
-    parallel = not smooth
     n_arr = jnp.sum(jnp.isfinite(arrival_times), dtype=jnp.int32)  # in the window, first
     lane = jnp.arange(c)
 
@@ -120,15 +117,9 @@ def run_lanes(
         last_spike = tau  # a live lane starts each round at its last recorded spike
         rest_slot = jnp.where(k == 0, 0, k)  # the rest that ends now belongs to spike k-1
 
-        if parallel:
-            tau, u, i, hit_at, rest_i = _segments_at_once(
-                q, (tau, u, i, r, ptr, live), arrival_times, jumps[:, :m], bounds, end, closing,
-                smooth,
-            )  # fmt: skip
-        else:
-            tau, u, i, hit_at, rest_i = _segments_in_turn(
-                q, (tau, u, i, r, ptr, live), bounds, jumps, n_arr, m, closing, smooth
-            )
+        tau, u, i, hit_at, rest_i = _segments_in_turn(
+            q, (tau, u, i, r, ptr, live), bounds, jumps, n_arr, m, closing, smooth
+        )
         times, current, at_once, rest_current, count, first = rec
         rest_current = rest_current.at[lane, rest_slot].set(
             jnp.where(jnp.isnan(rest_i), rest_current[lane, rest_slot], rest_i)
@@ -257,88 +248,3 @@ def _segments_in_turn(q: LaneParams, lane_state, bounds, jumps, n_arr, m, closin
     # Segments past the window's last arrival are empty but the closing one (m).
     seg = jax.lax.fori_loop(0, n_arr, segment, seg0)
     return segment(m, seg)
-
-
-def _segments_at_once(q: LaneParams, lane_state, arr_t, jumps, bounds, end, closing, smooth):
-    """`_segments_in_turn` with every segment at once, for the plain PSP kernel
-    ``k(t) = c (exp(-t/tau_mem) - exp(-t/tau_syn))``, ``c = tau_syn / (tau_mem - tau_syn)``.
-
-    Relative to the lane's time ``tau``, the current after the arrivals before segment
-    ``a`` is ``exp(-y/tau_syn) (i + S_s[a])`` and their potential
-    ``c (exp(-y/tau_mem) S_m[a] - exp(-y/tau_syn) S_s[a])``, with ``y`` the time since
-    ``tau`` and ``S_x[a] = sum_(ptr <= b < a) w_b exp((s_b - tau)/tau_x)`` prefix sums (the
-    window is short enough for them not to overflow). A refractory hold ending at ``rho``
-    restarts the potential from ``v_reset`` there with the current it has then.
-    """
-    tau, u, i, r, ptr, live = lane_state
-    c, m = jumps.shape
-    tm, ts, theta = q.tau_mem, q.tau_syn, q.theta
-    col = lambda x: x[:, None]  # noqa: E731
-    gain = ts / (tm - ts)
-    idx = jnp.arange(m + 1)
-    valid = (idx[None, :m] >= col(ptr)) & jnp.isfinite(arr_t)[None, :]
-    rel = jnp.where(valid, arr_t[None, :] - col(tau), 0.0)
-    f_s = jnp.where(valid, jumps * jnp.exp(rel / col(ts)), 0.0)
-    f_m = jnp.where(valid, jumps * jnp.exp(rel / col(tm)), 0.0)
-    zero = jnp.zeros((c, 1), u.dtype)
-    s_s = jnp.concatenate([zero, jax.lax.associative_scan(jnp.add, f_s, axis=1)], 1)
-    s_m = jnp.concatenate([zero, jax.lax.associative_scan(jnp.add, f_m, axis=1)], 1)
-    # Where integration resumes, and the current there (arrivals up to it included).
-    rho = jnp.clip(r, tau, end)
-    held0 = r > tau
-    q_rho = ptr + jnp.sum(valid & (arr_t[None, :] <= col(rho)), axis=1)
-    s_s_rho = jnp.take_along_axis(s_s, col(q_rho), 1)[:, 0]
-    s_m_rho = jnp.take_along_axis(s_m, col(q_rho), 1)[:, 0]
-    i_rho = jnp.exp(-(rho - tau) / ts) * (i + s_s_rho)
-    u_rho = jnp.where(held0, q.u_reset, u)
-
-    def state_at(sigma, s_s_a, s_m_a):
-        """``(u, I)`` at `sigma` (after the arrivals counted in the prefix sums)."""
-        y = sigma - col(tau)
-        i_a = jnp.exp(-y / col(ts)) * (col(i) + s_s_a)
-        since = jnp.maximum(sigma - col(rho), 0.0)
-        k_since = gain[:, None] * (jnp.exp(-since / col(tm)) - jnp.exp(-since / col(ts)))
-        later = gain[:, None] * (
-            jnp.exp(-y / col(tm)) * (s_m_a - col(s_m_rho))
-            - jnp.exp(-y / col(ts)) * (s_s_a - col(s_s_rho))
-        )
-        u_a = col(u_rho) * jnp.exp(-since / col(tm)) + col(i_rho) * k_since + later
-        return jnp.where(sigma >= col(rho), u_a, col(q.u_reset)), i_a
-
-    # Segment a starts at the lane's time (a = ptr) or at arrival a - 1.
-    prev = jnp.concatenate([jnp.full((1,), -jnp.inf, arr_t.dtype), arr_t])
-    sigma = jnp.where(idx[None, :] == col(ptr), col(tau), prev[None, :])
-    sigma = jnp.where(idx[None, :] >= col(ptr), sigma, col(tau))
-    u_a, i_a = state_at(sigma, s_s, s_m)
-    t_hi = bounds[None, :]
-    # Within the segment: from where it resumes, if the hold ends in it.
-    start = jnp.maximum(sigma, jnp.minimum(col(rho), t_hi))
-    i_start = i_a * jnp.exp(-(start - sigma) / col(ts))
-    span = t_hi - start
-    crossing = bracket(jnp.minimum(u_a, col(theta)), i_start, col(theta), col(tm), col(ts), span,
-                       smooth)[0]  # fmt: skip
-    act = col(live) & (idx[None, :] >= col(ptr))
-    hit = act & (col(r) <= t_hi) & ((u_a >= col(theta)) | crossing)
-    found = jnp.any(hit, axis=1)
-    first = jnp.argmax(hit, axis=1)
-    a_last = jnp.where(found, first, m)
-
-    def pick(x):
-        return jnp.take_along_axis(x, col(a_last), 1)[:, 0]
-
-    # No crossing: the state at the window's end, every arrival applied.
-    u_end, i_end = state_at(jnp.full((c, 1), end, u.dtype), s_s[:, m:], s_m[:, m:])
-    tau_out = jnp.where(found, pick(sigma), end)
-    u_out = jnp.where(found, pick(u_a), u_end[:, 0])
-    i_out = jnp.where(found, pick(i_a), i_end[:, 0])
-    # I at a refractory end passed on the way (the last segment processed included).
-    last_hi = bounds[a_last]
-    ends = (r >= tau) & ((r < last_hi) | ((a_last == m) & closing & (r <= last_hi)))
-    rest_i = jnp.where(live & ends, i_rho, jnp.nan)
-    return (
-        jnp.where(live, tau_out, tau),
-        jnp.where(live, u_out, u),
-        jnp.where(live, i_out, i),
-        jnp.where(live & found, first, -1).astype(jnp.int32),
-        rest_i,
-    )

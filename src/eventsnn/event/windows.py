@@ -44,10 +44,6 @@ from .candidates import LaneParams, run_lanes
 from .order import compact, running_count, time_order
 from .step import Arrivals, LayerState, rest_length
 
-#: Longest window, in units of the shortest time constant, where the candidates' sequences
-#: use prefix sums (the plain PSP kernel): exp(30) keeps them far from float32 overflow.
-MAX_SPAN = 30.0
-
 
 class Windows(eqx.Module):
     """Settings of the windowed layer engine (all static: they set array sizes).
@@ -242,10 +238,6 @@ def _prepare(layer, arrivals, t_max, cfg, taus, smooth, c: _Carry, active) -> _P
             limit = jnp.minimum(limit, c.t + cfg.max_length)
         if delayed:
             limit = jnp.minimum(limit, c.t + d)
-        if not smooth:  # the candidates' prefix sums grow like exp(window / tau)
-            limit = jnp.minimum(
-                limit, c.t + MAX_SPAN * jnp.minimum(jnp.min(taus[0]), jnp.min(taus[1]))
-            )
         pos = c.in_ptr + jnp.arange(m_in + 1)
         in_t = jnp.take(times_ext, pos, mode="fill", fill_value=jnp.inf)
         end = jnp.where(active, jnp.minimum(limit, in_t[m_in]), c.t)
