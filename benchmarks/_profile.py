@@ -72,5 +72,7 @@ def top_ops(jitted, args, phases, phase="other", k=15):
         m.group(1): m.group(2)
         for m in re.finditer(r"%([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", text)
     }
-    rows = [(us, op, names.get(op, "?")) for op, us in own.items() if scopes.get(op, "other") == phase]
+    rows = [
+        (us, op, names.get(op, "?")) for op, us in own.items() if scopes.get(op, "other") == phase
+    ]
     return sorted(rows, reverse=True)[:k]

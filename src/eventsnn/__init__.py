@@ -28,12 +28,14 @@ from .event.spike_time import SpikeTimeSolver as SpikeTimeSolver
 from .event.windowed import SparseNetwork as SparseNetwork
 from .event.windowed import WindowedResult as WindowedResult
 from .event.windowed import simulate_windowed as simulate_windowed
+from .event.windows import Windows as Windows
 from .loss import linear_spike_time_loss as linear_spike_time_loss
 from .network import Layer as Layer
 from .network import Network as Network
 from .network import Spikes as Spikes
 from .network import dense_layer as dense_layer
 from .neuron import LIFParams as LIFParams
+from .readout import LIReadout as LIReadout
 from .sparse import Synapses as Synapses
 from .sparse import balanced_ei as balanced_ei
 
