@@ -258,7 +258,7 @@ def _parse_json(data: bytes, path, expected: str):
     except json.JSONDecodeError as e:
         _fail(str(path), f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})")
     except RecursionError:
-        _fail(str(path), "not valid JSON here (nested too deeply)")
+        _fail(str(path), "not valid JSON (nested too deeply)")
     except ValueError as e:  # e.g. an integer literal beyond Python's digit limit
         _fail(str(path), f"not valid JSON ({_one_line(e)})")
 
