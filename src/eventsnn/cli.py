@@ -1,8 +1,10 @@
 """`python -m eventsnn simulate|grad NET.json`: the commands of network-spec.md.
 
 Both write JSON to ``--out`` (atomically) or to standard output and nothing else there.
-A malformed file gives one line on standard error naming the field, exit status 2, and
-nothing written.
+A malformed or unreadable file (missing, a directory, empty, binary, a ``.nir`` name on
+something that is not HDF5) gives one line on standard error naming the file or field
+and what was expected, exit status 2, and nothing written. A NIR graph is recognised by
+its content (HDF5), whatever its name.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def convert(source: str, target: str, inputs: str | None) -> None:
     from .netfile import (
         SETTINGS_FIELDS,
         NetworkFileError,
+        check_writable,
         load_document,
         parse_network,
         write_json_atomic,
@@ -83,6 +86,7 @@ def convert(source: str, target: str, inputs: str | None) -> None:
 
     if not (target.endswith(".nir") or target.endswith(".json")):
         raise NetworkFileError(f"{target}: the target must end in .nir or .json")
+    check_writable(target, "target")
     doc = load_document(source, inputs)
     parsed = parse_network(doc)  # validates everything before anything is written
     if target.endswith(".json"):
@@ -175,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "dtype", "float64") == "float64":
         jax.config.update("jax_enable_x64", True)
     from .event.simulate import simulate
-    from .netfile import NetworkFileError, load_network
+    from .netfile import NetworkFileError, check_writable, load_network
 
     try:
+        if getattr(args, "out", None) is not None:
+            check_writable(args.out, "--out")
         if args.command == "convert":
             convert(args.source, args.target, args.inputs)
             return 0

@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import NoReturn
 
 import jax.numpy as jnp
 import numpy as np
@@ -56,7 +57,7 @@ class NetworkFile:
     loss: Loss | None
 
 
-def _fail(field: str, problem: str):
+def _fail(field: str, problem: str) -> NoReturn:
     raise NetworkFileError(f"{field}: {problem}")
 
 
@@ -207,16 +208,66 @@ def parse_network(doc, dtype=np.float64) -> NetworkFile:
     )
 
 
-def _read_json(path) -> dict:
+#: What the two kinds of file must be, said in every message that refuses one.
+NETWORK_EXPECTED = "a network file (JSON text, see network-spec.md) or a NIR graph (HDF5)"
+INPUTS_EXPECTED = "a JSON object with t_max and inputs (network-spec.md)"
+
+#: The first 8 bytes of every HDF5 file (and so of every ``.nir`` file).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _one_line(text: str) -> str:
+    """Library messages may span lines; the CLI's contract is one line per error."""
+    return " ".join(str(text).split())
+
+
+def _read_bytes(path, expected: str) -> bytes:
+    """The content of `path`, or one `NetworkFileError` saying why it cannot be read."""
+    if os.path.isdir(path):
+        _fail(str(path), f"is a directory; expected {expected}")
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
-        raise NetworkFileError(f"{path}: cannot read ({e.strerror})") from None
+        _fail(str(path), f"cannot read ({e.strerror or e}); expected {expected}")
+    if not data.strip():
+        _fail(str(path), f"is empty; expected {expected}")
+    return data
+
+
+def is_hdf5(data: bytes) -> bool:
+    """Whether `data` (a file's content) is HDF5: the signature sits at byte 0 or, after
+    a user block, at 512, 1024, 2048, ... (HDF5 file format specification, superblock)."""
+    offset = 0
+    while offset + len(HDF5_SIGNATURE) <= len(data):
+        if data[offset : offset + len(HDF5_SIGNATURE)] == HDF5_SIGNATURE:
+            return True
+        offset = 512 if offset == 0 else 2 * offset
+    return False
+
+
+def _parse_json(data: bytes, path, expected: str):
+    """Decode UTF-8 JSON (a byte-order mark is allowed), or refuse in one line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        where = f"byte 0x{data[e.start]:02x} at offset {e.start}"
+        _fail(str(path), f"not UTF-8 text ({where}); expected {expected}")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise NetworkFileError(
-            f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
-        ) from None
+        _fail(str(path), f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})")
+    except RecursionError:
+        _fail(str(path), "not valid JSON (nested too deeply)")
+    except ValueError as e:  # e.g. an integer literal beyond Python's digit limit
+        _fail(str(path), f"not valid JSON ({_one_line(e)})")
+
+
+def _read_json(path, expected: str = INPUTS_EXPECTED) -> dict:
+    data = _read_bytes(path, expected)
+    if is_hdf5(data):
+        _fail(str(path), f"is an HDF5 file (a NIR graph?); expected {expected}")
+    return _parse_json(data, path, expected)
 
 
 #: The entries of a network file that are not the network (what ``--inputs`` gives).
@@ -224,16 +275,29 @@ SETTINGS_FIELDS = ("t_max", "inputs", "max_spikes", "loss")
 
 
 def load_document(path: str | os.PathLike, inputs_path=None) -> dict:
-    """The decoded network file at `path`: JSON, or a NIR graph (``.nir``) whose settings
-    (t_max, inputs, ...) come from `inputs_path`, or else from what our export stored."""
-    if str(path).endswith(".nir"):
+    """The decoded network file at `path`: JSON, or a NIR graph whose settings (t_max,
+    inputs, ...) come from `inputs_path`, or else from what our export stored. A NIR graph
+    is recognised by its content (the HDF5 signature), whatever the file is called; a
+    ``.nir`` name on anything else is refused."""
+    data = _read_bytes(path, NETWORK_EXPECTED)
+    if is_hdf5(data):  # by content: a NIR graph under any name
         doc = nir_document(path)
+    elif str(path).endswith(".nir"):
+        looks_json = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+        hint = " (it looks like JSON text: if it is a network file, name it .json)"
+        _fail(
+            str(path),
+            "is not a NIR graph: a .nir file is HDF5 and this one is not"
+            + (hint if looks_json else ""),
+        )
     else:
-        doc = _read_json(path)
+        doc = _parse_json(data, path, NETWORK_EXPECTED)
+        if not isinstance(doc, dict):
+            _fail(str(path), f"must be a JSON object; expected {NETWORK_EXPECTED}")
     if inputs_path is not None:
-        extra = _read_json(inputs_path)
+        extra = _read_json(inputs_path, INPUTS_EXPECTED)
         if not isinstance(extra, dict):
-            _fail(str(inputs_path), "must be a JSON object with t_max and inputs")
+            _fail(str(inputs_path), f"must be {INPUTS_EXPECTED}")
         unknown = set(extra) - set(SETTINGS_FIELDS)
         if unknown:
             _fail(
@@ -276,14 +340,23 @@ def nir_document(path) -> dict:
 
     try:
         graph = read_nir(path)
+    except ImportError:
+        _fail(
+            str(path),
+            "is an HDF5 file (a NIR graph?); reading NIR needs the nir package: "
+            "pip install 'eventsnn[nir]'",
+        )
     except OSError as e:
-        raise NetworkFileError(f"{path}: cannot read as NIR ({e})") from None
+        reason = _one_line(e)
+        _fail(str(path), f"has the HDF5 signature but cannot be read as a NIR graph ({reason})")
     except Exception as e:  # h5py/nir raise assorted errors on malformed files
-        raise NetworkFileError(f"{path}: not a NIR graph ({type(e).__name__}: {e})") from None
+        _fail(str(path), f"HDF5 but not a NIR graph ({type(e).__name__}: {_one_line(e)})")
     try:
         model = from_nir(graph)
     except NIRImportError as e:
-        raise NetworkFileError(f"{path}: {e}") from None
+        _fail(str(path), _one_line(e))
+    except Exception as e:  # a graph whose nodes lack what NIR promises
+        _fail(str(path), f"not a usable NIR graph ({type(e).__name__}: {_one_line(e)})")
     if model.li_readout:
         _fail(
             f"{path}: readout",
@@ -293,8 +366,26 @@ def nir_document(path) -> dict:
     doc = network_document(model.network)
     stored = (graph.metadata or {}).get("eventsnn")
     if stored is not None:
-        doc.update(json.loads(str(stored)))
+        try:
+            settings = json.loads(str(stored))
+        except ValueError:
+            settings = None
+        if not isinstance(settings, dict):
+            _fail(f"{path}: metadata.eventsnn", "must be the JSON object our export writes")
+        doc.update(settings)
     return doc
+
+
+def check_writable(path: str | os.PathLike, field: str) -> None:
+    """Refuse an output path that cannot be written (a directory, a missing folder) before
+    any work is done, so that a long run does not end in a traceback."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        _fail(f"{field} {path}", "is a directory; expected a file name")
+    if not os.path.isdir(directory):
+        _fail(f"{field} {path}", f"the folder {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        _fail(f"{field} {path}", f"the folder {directory} is not writable")
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
