@@ -140,7 +140,7 @@ def test_spike_bound_holds(seed, ratio, rest, d):
     excitatory arrival's most) is at least the highest u of the exact motion on a fine
     grid: u held until the refractory end, then free from the current then, plus every
     later arrival's PSP (written out here in NumPy)."""
-    from eventsnn.event.windowed import _excitation_bound, _free_peak, _psp_peak
+    from eventsnn.event.bound import excitation_bound, free_peak, psp_peak
 
     rng = np.random.default_rng(seed)
     tm, ts = 10e-3, 10e-3 / ratio
@@ -161,14 +161,14 @@ def test_spike_bound_holds(seed, ratio, rest, d):
     free = u0 * np.exp(-(s - rho) / tm) + i_free * psp(s - rho)
     u = free + sum(w_a * psp(s - t_a) for t_a, w_a in zip(ta[~held], w[~held]))
 
-    top = float(_free_peak(u0, i_free, d - rho, tm, ts, free[-1]))
+    top = float(free_peak(u0, i_free, d - rho, tm, ts, free[-1]))
     # The engine's PSP peak (closed form) against the PSP's top on a 0.1 us grid.
-    peak_time, peak = (float(x) for x in _psp_peak(tm, ts))
+    peak_time, peak = (float(x) for x in psp_peak(tm, ts))
     t_grid = np.arange(0.0, 5 * tm, 1e-7)
     assert abs(peak_time - t_grid[np.argmax(psp(t_grid))]) <= 1e-7
     np.testing.assert_allclose(peak, psp(t_grid).max(), rtol=1e-9)
     lag = d - ta[~held]
-    excite = _excitation_bound(w[~held], lag, psp(lag), peak_time, peak)
+    excite = excitation_bound(w[~held], lag, psp(lag), peak_time, peak)
     assert u.max() <= top + float(np.sum(excite)) + 1e-12
     # Each excitatory arrival's term is the top of its own PSP within the window.
     own_top = [max(w_a, 0.0) * psp(s - t_a).max() for t_a, w_a in zip(ta[~held], w[~held])]
