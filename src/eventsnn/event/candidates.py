@@ -189,6 +189,7 @@ def run_lanes(
         # Halfway from the lane's last recorded spike to the crossing beyond (strictly
         # between them: the window run again keeps the one and not the other).
         mid = 0.5 * (last_spike + extra)
+        mid = jnp.where(mid < extra, mid, last_spike)  # adjacent floats
         return carry, jnp.minimum(cut, jnp.min(jnp.where(too_many, mid, jnp.inf)))
 
     def more(state):

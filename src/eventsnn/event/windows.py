@@ -393,6 +393,13 @@ def _gather_chunk(layer, cfg, solver, c: _Carry, w: _Prep, g: _Gather, k) -> _Ga
     )
 
 
+def between(kept, excluded):
+    """A time after `kept` and before `excluded` where a window run again ends: halfway, or
+    `kept` itself where the two are adjacent floats (a window keeps a crossing at its end)."""
+    mid = 0.5 * (kept + excluded)
+    return jnp.where(mid < excluded, mid, kept)
+
+
 def _commit_all(layer, cfg, budget, c: _Carry, w: _Prep, g: _Gather, active) -> _Carry:
     """No coupling inside the window: every candidate's sequence stands; commit them all,
     or cut the window where a budget would be exceeded and leave it to be run again."""
@@ -400,7 +407,7 @@ def _commit_all(layer, cfg, budget, c: _Carry, w: _Prep, g: _Gather, active) -> 
     wb = cfg.window_spikes
     b_t, b_i, b_cur, b_once, b_rest = g.buf
     # Too many spikes in the window: end it halfway between the last kept and the next.
-    cut = jnp.where(g.n_new > wb, jnp.minimum(g.cut, 0.5 * (b_t[wb - 1] + b_t[wb])), g.cut)
+    cut = jnp.where(g.n_new > wb, jnp.minimum(g.cut, between(b_t[wb - 1], b_t[wb])), g.cut)
     # More spikes at one instant than a window holds cannot be cut apart: the window
     # stands, truncated, and the overflow says so.
     stuck = jnp.isfinite(cut) & (cut <= c.t)
