@@ -18,6 +18,7 @@ surrogate gradients. Trainable parameters are the three weight matrices in units
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -145,6 +146,8 @@ def _solver(cfg: SpikeClassifierConfig) -> NewtonSolver:
 def _event_hidden(params, inputs: Spikes, cfg: SpikeClassifierConfig):
     """Hidden spikes ``[batch, max_spikes]`` and whether a budget overflowed ``[batch]``."""
     windowed = cfg.grad == "eventprop"
+    # Known here, unlike inside the traced network: whether a neuron can be held.
+    windows = dataclasses.replace(cfg.windows, refractory=cfg.t_refrac > 0)
     net = Network([hidden_layer(params, cfg)])
     res = simulate(
         net,
@@ -154,7 +157,7 @@ def _event_hidden(params, inputs: Spikes, cfg: SpikeClassifierConfig):
         solver=_solver(cfg),
         method=cfg.grad,
         fast_ttfs=False,
-        windows=cfg.windows if windowed else None,
+        windows=windows if windowed else None,
         check_overflow=False,
     )
     return res.layers[0], res.overflow[..., 0]

@@ -18,7 +18,7 @@ from .order import time_order
 from .spike_time import NewtonSolver, QuadraticSolver, SpikeTimeSolver
 from .step import Arrivals, finish, initial_state, step
 from .ttfs import ttfs_layer
-from .windows import Windows, uniform_time_constants
+from .windows import Windows, never_held, uniform_time_constants
 
 
 class SimulationResult(eqx.Module):
@@ -255,9 +255,12 @@ def simulate(
                         "have different tau_mem or tau_syn; set shared_time_constants=False."
                     )
         windows = tuple(
-            dataclasses.replace(windows, shared_time_constants=True)
-            if uniform_time_constants(layer)
-            else windows
+            dataclasses.replace(
+                windows,
+                shared_time_constants=windows.shared_time_constants
+                or uniform_time_constants(layer),
+                refractory=windows.refractory and not never_held(layer),
+            )
             for layer in network.layers
         )
     result = _simulate_batch(network, inputs, t_max, budgets, solver, method, fast_ttfs, windows)

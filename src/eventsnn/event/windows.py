@@ -62,6 +62,9 @@ class Windows(eqx.Module):
             once per arrival and neuron (several times faster). Checked: a layer whose time
             constants differ raises an error (at run time inside jit). `simulate` sets it
             by itself where the time constants are concrete and uniform.
+        refractory: a neuron may be held after a spike (``t_refrac > 0`` or single-spike
+            layers). ``False`` drops that case from the superposition (cheaper); checked
+            like the time constants; `simulate` sets it where ``t_refrac`` is concretely 0.
     """
 
     arrivals: int = eqx.field(static=True, default=32)
@@ -71,6 +74,7 @@ class Windows(eqx.Module):
     chunk: int = eqx.field(static=True, default=32)
     max_length: float | None = eqx.field(static=True, default=None)
     shared_time_constants: bool = eqx.field(static=True, default=False)
+    refractory: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         for name in ("arrivals", "recurrent_arrivals", "spikes", "window_spikes", "chunk"):
@@ -99,6 +103,30 @@ def time_constants(layer: Layer, cfg: Windows):
         return tm[0], ts[0]
     message = "Windows(shared_time_constants=True) but the neurons' time constants differ"
     return eqx.error_if(tm[0], differ, message), ts[0]
+
+
+def check_refractory(layer: Layer, cfg: Windows):
+    """Refuse ``Windows(refractory=False)`` for a layer whose neurons can be held; inside
+    jit, an error at run time. Returns the layer's refractory times."""
+    t_ref = layer.params.t_refrac
+    if cfg.refractory:
+        return t_ref
+    if layer.single_spike:
+        raise ValueError("Windows(refractory=False) cannot run a single-spike layer.")
+    held = jnp.any(t_ref != 0)
+    if is_concrete(held):
+        if bool(held):
+            raise ValueError(
+                "Windows(refractory=False) but the layer has t_refrac > 0: set refractory=True."
+            )
+        return t_ref
+    return eqx.error_if(t_ref, held, "Windows(refractory=False) but t_refrac > 0")
+
+
+def never_held(layer: Layer) -> bool:
+    """Whether no neuron of the layer can be held after a spike (concrete zeros)."""
+    t_ref = layer.params.t_refrac
+    return not layer.single_spike and is_concrete(t_ref) and not bool(np.any(np.asarray(t_ref)))
 
 
 def uniform_time_constants(layer: Layer) -> bool:
@@ -145,8 +173,33 @@ def _applied(arr_t, t, end):
     return (arr_t < end) | ((arr_t == t) & (end == t))
 
 
+def _weighted_sum(coef, jumps):
+    """``sum_a coef[a] jumps[a]`` ``[n]``: a matrix-vector product where the coefficients
+    are per arrival (``[m, 1]``, shared time constants), else elementwise."""
+    if coef.shape[-1] == 1:
+        return coef[:, 0] @ jumps
+    return jnp.sum(coef * jumps, axis=0)
+
+
+def _superpose_free(p, c: _Carry, end, closing, lag, jumps, smooth, taus) -> _Dense:
+    """`_superpose` where no neuron is ever held (no refractory period): every arrival's
+    PSP enters ``u`` directly; with shared time constants, matrix-vector products."""
+    tm, ts = taus
+    span = end - c.t
+    e_syn, k_lag = jnp.exp(-lag / ts), kernel(lag, tm, ts, smooth)
+    i_end = c.i * jnp.exp(-span / ts) + _weighted_sum(e_syn, jumps)
+    u_free = c.u * jnp.exp(-span / tm) + c.i * kernel(span, tm, ts, smooth)
+    peak_time, peak = psp_peak(tm, ts)
+    cap = jnp.where(lag <= peak_time, k_lag, peak)  # the most each PSP reaches by the end
+    excited = _weighted_sum(cap, jnp.maximum(jumps, 0.0))
+    top = free_peak(c.u, c.i, span, tm, ts, u_free, smooth) + excited
+    rest_ends = (c.r >= c.t) & ((c.r < end) | (closing & (c.r <= end)))
+    u_end = u_free + _weighted_sum(k_lag, jumps)
+    return _Dense(u_end, i_end, c.i, rest_ends, top >= p.v_th - p.v_leak)
+
+
 def _superpose(
-    layer: Layer, c: _Carry, end, closing, arr_t, jumps, applied, smooth, taus
+    layer: Layer, c: _Carry, end, closing, arr_t, jumps, applied, smooth, taus, hold=True
 ) -> _Dense:
     """State of every neuron at `end` from its state at ``c.t`` and the `applied` arrivals
     of ``arr_t [m]`` with ``jumps [m, n]``, exact where it does not spike, and the spike
@@ -157,6 +210,8 @@ def _superpose(
     theta, u_reset = p.v_th - p.v_leak, p.v_reset - p.v_leak
     lag = jnp.where(applied, end - arr_t, 0.0)[:, None]  # [m, 1]
     jumps = jnp.where(applied[:, None], jumps, 0.0)
+    if not hold:
+        return _superpose_free(p, c, end, closing, lag, jumps, smooth, taus)
     held = c.r > t
     rho = jnp.clip(c.r, t, end)  # where integration resumes
     # Arrivals up to the end of a hold enter I only (and I at the end of the hold).
@@ -262,7 +317,9 @@ def _prepare(layer, arrivals, t_max, cfg, taus, smooth, c: _Carry, active) -> _P
             order = time_order(arr_t)
             arr_t, rows, taken = arr_t[order], rows[order], taken[order]
     with jax.named_scope("superpose"):
-        dense = _superpose(layer, c, end, closing, arr_t, rows, taken, smooth, taus)
+        dense = _superpose(
+            layer, c, end, closing, arr_t, rows, taken, smooth, taus, cfg.refractory
+        )
         dense = dense._replace(candidate=dense.candidate & active)
         cand_idx, n_chunks = _candidates(dense, cfg.chunk)
     return _Prep(end, closing, arr_t, rows, taken, n_in, n_rec, dense, cand_idx, n_chunks)
@@ -291,7 +348,7 @@ def _first_chunk(layer, cfg, solver, c: _Carry, w: _Prep, first, k):
     return first.at[idx].set(jnp.where(valid, lanes.first, jnp.inf), mode="drop")
 
 
-def _commit_first(layer, t_max, budget, smooth, taus, c: _Carry, w: _Prep, first, active):
+def _commit_first(layer, t_max, budget, smooth, taus, cfg, c: _Carry, w: _Prep, first, active):
     """Zero-delay recurrence: the window ends at the layer's earliest crossing (if any
     before its end); every neuron is superposed to it and the neurons crossing there spike
     (their recurrent rows jump every ``I``)."""
@@ -301,7 +358,9 @@ def _commit_first(layer, t_max, budget, smooth, taus, c: _Carry, w: _Prep, first
     end = jnp.minimum(w.end, t_spike)
     # Input arrivals at the spike time itself come after it (the next window).
     applied = jnp.where(fires_at, w.arr_t < end, _applied(w.arr_t, c.t, end)) & active
-    dense = _superpose(layer, c, end, end >= t_max, w.arr_t, w.rows, applied, smooth, taus)
+    dense = _superpose(
+        layer, c, end, end >= t_max, w.arr_t, w.rows, applied, smooth, taus, cfg.refractory
+    )
     spikers = fires_at & (first == t_spike) & active
     rest_current = _record_rest(c, jnp.arange(n), dense.rest_current, dense.rest_ends & active)
     rank = running_count(spikers) - 1
@@ -449,6 +508,7 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
     needs (one loop, not one per sample: a per-sample loop would, under `vmap`, select
     between old and new values of its whole carry, records included, at every step)."""
     taus = time_constants(layer, cfg)
+    check_refractory(layer, cfg)
     smooth = solver.smooth
     zero_delay = layer.recurrent_weights is not None and layer.delay == 0
     active = (c.t < t_max) & ~c.overflow
@@ -470,8 +530,9 @@ def _window(layer, arrivals, t_max, budget, solver, cfg, c: _Carry) -> _Carry:
         first = jax.lax.fori_loop(0, n_chunks, step, first0)
         with jax.named_scope("commit"):
             return per_sample(
-                lambda c_, w_, f, on: _commit_first(layer, t_max, budget, smooth, taus, c_, w_,
-                                                    f, on),
+                lambda c_, w_, f, on: _commit_first(
+                    layer, t_max, budget, smooth, taus, cfg, c_, w_, f, on
+                ),
                 c, w, first, active,
             )  # fmt: skip
     g = per_sample(lambda c_, w_, on: _gather_init(layer, cfg, c_, w_, on), c, w, active)
