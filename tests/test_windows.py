@@ -191,3 +191,44 @@ def test_batch_gradients_sum_the_samples(delay):
     g_loop = _grad(net, inputs.times, inputs.indices, None)
     g_win = _grad(net, inputs.times, inputs.indices, TIGHT)
     assert_close_trees(g_loop, g_win, 1e-9)
+
+
+def test_between_adjacent_floats_keeps_the_earlier():
+    """The cut between two adjacent float32 times is the kept one (the midpoint would round
+    to the excluded one, and the window would run again with the same end)."""
+    from eventsnn.event.windows import between
+
+    kept = jnp.float32(0.0123)
+    excluded = jnp.nextafter(kept, jnp.float32(1.0))
+    cut = between(kept, excluded)
+    assert kept <= cut < excluded
+    assert float(between(jnp.float32(1.0), jnp.float32(3.0))) == 2.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_spikes_tied_at_a_window_cut(dtype):
+    """Twin neurons (identical inputs) spike at the same instant, and the window is full
+    right before them: the window must end before the pair (not at it, which ran the same
+    window again forever) and give the event loop's spikes."""
+    w = np.array([[6.0, 5.0, 5.0]])  # neuron 0 first, then two twins at one time
+    net = es.Network([es.dense_layer(w, tau_mem=0.01, tau_syn=0.005, dtype=dtype)])
+    inputs = es.Spikes(np.array([1e-3, 2e-3]), np.array([0, 0]), dtype=dtype)
+    small = Windows(arrivals=4, spikes=2, window_spikes=2, chunk=4)
+    loop = run(net, inputs)
+    windowed = run(net, inputs, small)
+    t = np.asarray(loop.layers[0].times)
+    i = np.asarray(loop.layers[0].indices)
+    assert np.sum(np.isfinite(t)) >= 3 and i[0] == 0  # neuron 0 first, then the twins
+    assert t[1] == t[2]
+    assert not bool(np.asarray(windowed.overflow).any())
+    assert_same_records(loop, windowed, atol=1e-6 if dtype == jnp.float32 else 1e-12)
+
+
+def test_more_tied_spikes_than_a_window_holds_overflow():
+    """Three twins at one instant cannot fit a two-spike window: the run ends flagged as
+    overflow instead of looping."""
+    w = np.array([[5.0, 5.0, 5.0]])
+    net = es.Network([es.dense_layer(w, tau_mem=0.01, tau_syn=0.005)])
+    inputs = es.Spikes(np.array([1e-3]), np.array([0]))
+    out = run(net, inputs, Windows(arrivals=4, spikes=2, window_spikes=2, chunk=4))
+    assert bool(np.asarray(out.overflow).any())

@@ -465,11 +465,17 @@ def _commit_all(layer, cfg, budget, c: _Carry, w: _Prep, g: _Gather, active) -> 
     n, dtype = layer.size, c.u.dtype
     wb = cfg.window_spikes
     b_t, b_i, b_cur, b_once, b_rest = g.buf
-    # Too many spikes in the window: end it halfway between the last kept and the next.
-    cut = jnp.where(g.n_new > wb, jnp.minimum(g.cut, between(b_t[wb - 1], b_t[wb])), g.cut)
+    # Too many spikes in the window: end it halfway between the last kept spike earlier
+    # than the first one too many and that one (spikes tied with it go to the next window
+    # together: a cut between equal times would end the window where it ended before).
+    excluded = b_t[wb]
+    prior = jnp.max(jnp.where(b_t[:wb] < excluded, b_t[:wb], -jnp.inf))
+    too_full = jnp.where(jnp.isfinite(prior), between(prior, excluded), c.t)
+    cut = jnp.where(g.n_new > wb, jnp.minimum(g.cut, too_full), g.cut)
     # More spikes at one instant than a window holds cannot be cut apart: the window
-    # stands, truncated, and the overflow says so.
-    stuck = jnp.isfinite(cut) & (cut <= c.t)
+    # stands, truncated, and the overflow says so. So does a cut that would not shorten
+    # the window (a window run again must end earlier: the loop always advances).
+    stuck = jnp.isfinite(cut) & ((cut <= c.t) | (cut >= w.end))
     commit = active & (~jnp.isfinite(cut) | stuck)
     rank = jnp.arange(wb, dtype=jnp.int32)
     kept = commit & (rank < g.n_new)
