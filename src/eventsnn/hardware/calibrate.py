@@ -257,14 +257,14 @@ def measure_psp(chip, neurons, settings, tau_mem, protocol: Protocol) -> dict:
         t_in=protocol.psp_input_time,
         rows=n_rows,
     )
-    every = max(1, int(round(0.08 / protocol.trace_period)))  # fit on ~0.08 us steps
+    every = max(1, int(round(0.16 / protocol.trace_period)))  # fit on ~0.16 us steps
     lag = (t - protocol.psp_input_time)[::every]
     v = v[:, ::every]
     tm = np.asarray(tau_mem, dtype=float)[:, None, None]
     # Least squares of v = a k(lag; tau_mem, tau_syn) + b over a grid of tau_syn, refined
-    # three times around the best point of every neuron.
-    grid = np.broadcast_to(np.geomspace(0.2, 200.0, 64), (len(v), 64))
-    for _ in range(4):
+    # four times around the best point of every neuron.
+    grid = np.broadcast_to(np.geomspace(0.2, 200.0, 32), (len(v), 32))
+    for _ in range(5):
         k = _psp_shape(lag[None, None, :], tm, grid[:, :, None])  # [n, G, S]
         a, b, sse = _fit_affine(k, v[:, None, :])
         i = np.argmin(sse, axis=1)
