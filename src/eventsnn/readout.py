@@ -76,12 +76,16 @@ class LIReadout(eqx.Module):
 
 
 def _arrivals(readout: LIReadout, spikes: Spikes, presorted: bool):
-    """Arrival times ``[K]`` (sorted, inf padded) and their jumps ``[K, n]``."""
+    """Arrival times ``[K]`` (sorted, inf padded) and their jumps ``[K, n]``.
+
+    Padding is an inf time or an index -1 (whatever its time); it sorts last, where the
+    per-arrival scan of `peak` expects it. `presorted`: the record is in that order."""
     t, idx = spikes.times, spikes.indices
+    real = jnp.isfinite(t) & (idx >= 0)
+    t = jnp.where(real, t, jnp.inf)
     if not presorted:
         order = time_order(t)
-        t, idx = t[order], idx[order]
-    real = jnp.isfinite(t) & (idx >= 0)
+        t, idx, real = t[order], idx[order], real[order]
     jumps = jnp.where(real[:, None], readout.weights[jnp.where(real, idx, 0)], 0.0)
     return jnp.where(real, t + readout.delay, jnp.inf), jumps
 
@@ -160,7 +164,9 @@ def _best(readout: LIReadout, arr_t, u_at, i_after, t_max):
 def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False, smooth=True):
     """Each readout neuron's maximum of ``V`` over ``[0, t_max]`` and its time (s):
     ``(value [..., n], time [..., n])`` for spikes ``[..., k]`` (one sample or a batch).
-    The value is differentiable (exactly, see the module docstring); the time is not.
+    ``presorted``: each record is sorted by time with its padding last (as the simulators
+    write them), which saves a sort. The value is differentiable (exactly, see the module
+    docstring); the time is not.
     ``smooth=False``: the plain PSP kernel (time constants at least 10% apart,
     `eventsnn.neuron.plain_kernel_ok`) in the differentiated sum, several times cheaper."""
     lead = spikes.times.shape[:-1]
