@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eventsnn import hardware  # noqa: E402
 from eventsnn.hardware.in_the_loop import HardwareSetup  # noqa: E402
 from eventsnn.tasks import run_hardware_task, run_point_task  # noqa: E402
-from tasks.yinyang_hardware import IN_THE_LOOP, MODEL, SOFTWARE  # noqa: E402
+from tasks.yinyang_hardware import configs  # noqa: E402
+
+MODEL, SOFTWARE, IN_THE_LOOP = configs()
 
 
 def main():
@@ -44,9 +46,9 @@ def main():
     software = None
     results = []
     for chip_seed in args.chip_seeds:
-        chip = hardware.mock_chip(chip_seed, jitter=args.jitter)
+        chip = hardware.open_backend("mock", chip_seed, jitter=args.jitter)
         start = time.perf_counter()
-        cal = hardware.calibrate(chip, backend_name=f"mock:{chip_seed}")
+        cal = hardware.calibrate(chip)
         calib_seconds = time.perf_counter() - start
         setup = HardwareSetup.from_calibration(cal)
         if software is None:  # every chip gets the same software-trained network

@@ -37,11 +37,19 @@ CONFIGS = {
 }
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except None (chosen by the engine's configuration; said in the help)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
+    model, train = CONFIGS["event"]
     p = argparse.ArgumentParser(
         prog="python -m tasks.spikes",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument(
         "--dataset",
@@ -66,9 +74,12 @@ def parser() -> argparse.ArgumentParser:
         help="readout: max or integral of the LI voltage, or output spike counts",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default 32)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden neurons (default 128)")
+    for flag, what, value in (
+        ("--epochs", "training epochs", train.epochs),
+        ("--batch-size", "samples per step", train.batch_size),
+        ("--hidden", "hidden neurons", model.hidden),
+    ):
+        p.add_argument(flag, type=int, default=None, help=f"{what} (default {value})")
     p.add_argument(
         "--metrics",
         type=Path,

@@ -1,34 +1,43 @@
-"""Train Yin-Yang on a (mock) BrainScaleS-2-style chip, in the loop, and print the chip's
-test accuracy.
+"""Train Yin-Yang on a BrainScaleS-2-style chip (or its mock), in the loop, and print the
+chip's test accuracy.
 
-    python -m tasks.yinyang_hardware [--backend mock] [--chip-seed N] [--calibration PATH]
-        [--seed S] [--epochs N] [--software-epochs N] [--metrics PATH] [--plots DIR]
-        [--checkpoint DIR] [--resume]
+    python -m tasks.yinyang_hardware [--backend mock] [--chip N] [-o KEY=VALUE]
+        [--calibration PATH] [--force] [--seed S] [--epochs N] [--software-epochs N]
+        [--metrics PATH] [--plots DIR] [--checkpoint DIR] [--resume]
 
-Steps: calibrate the chip (unless --calibration gives a file), train the network in
-software on the calibrated model (optionally with input-time noise), deploy it and measure
-it on the chip, then train in the loop: forward on the chip, exact gradients in software
-at the recorded spike times. The last JSON line of --metrics holds `test_accuracy` (on the
-chip after training in the loop) beside `deployed_test_accuracy` (software training only)
-and `software_test_accuracy` (the software model itself).
+Steps: calibrate the chip (unless --calibration gives a file, or calib/<backend>-<chip>.json
+exists), train the network (5-120-3) in software on the calibrated model, deploy it and
+measure it on the chip, then train in the loop: forward on the chip, exact gradients in
+software at the recorded spike times. The last JSON line of --metrics holds
+`test_accuracy` (on the chip after training in the loop) beside `deployed_test_accuracy`
+(software training only) and `software_test_accuracy` (the software model itself).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
-from eventsnn.classify import ClassifierConfig
-from eventsnn.train import TrainConfig
+from calib.backend_args import add_backend_arguments, check_backend, positive_int
 
-#: The network for the chip: the event task's (calibrated time constants replace its own,
-#: the same 12 ms / 6 ms); the run (28 us on the chip) stays within the 30 us refractory
-#: time, so every neuron spikes at most once.
-MODEL = ClassifierConfig(engine="event", grad="analytic")
-SOFTWARE = TrainConfig(epochs=300)
-IN_THE_LOOP = TrainConfig(epochs=60, learning_rate=1e-3, final_learning_rate=1e-5)
+HIDDEN = 120  # two synapse rows per hidden neuron feed the outputs: 240 of a hemisphere's 256
+SOFTWARE_EPOCHS = 300
+EPOCHS = 60
+
+
+def configs():
+    """``(model, software training, training in the loop)``: the task's one config
+    (imported here, not at module level, so that --help needs no JAX). The calibrated time
+    constants replace the model's own (the same 12 ms / 6 ms); the run (28 us on the chip)
+    stays within the 30 us refractory time, so every neuron spikes at most once."""
+    from eventsnn.classify import ClassifierConfig
+    from eventsnn.train import TrainConfig
+
+    model = ClassifierConfig(engine="event", grad="analytic", hidden=HIDDEN)
+    software = TrainConfig(epochs=SOFTWARE_EPOCHS)
+    in_the_loop = TrainConfig(epochs=EPOCHS, learning_rate=1e-3, final_learning_rate=1e-5)
+    return model, software, in_the_loop
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,24 +46,23 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--backend", choices=("mock",), default="mock", help="the chip to run on")
-    p.add_argument("--chip-seed", type=int, default=0, help="which mock chip (a chip is a seed)")
+    add_backend_arguments(p)
     p.add_argument(
         "--calibration",
         type=Path,
         default=None,
-        help="calibration file (python -m calib); without it the chip is calibrated first "
-        "and the file written to calib/<backend>-<chip-seed>.json",
+        help="calibration file (python -m calib); None: calib/<backend>-<chip>.json, "
+        "written by calibrating the chip first where it does not exist",
     )
-    p.add_argument("--jitter", type=float, default=0.1, help="mock spike-time jitter (us)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
     p.add_argument(
-        "--epochs", type=int, default=IN_THE_LOOP.epochs, help="epochs of training in the loop"
+        "--force", action="store_true", help="use a calibration measured on another chip"
     )
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
+    p.add_argument("--epochs", type=positive_int, default=EPOCHS, help="epochs in the loop")
     p.add_argument(
         "--software-epochs",
-        type=int,
-        default=SOFTWARE.epochs,
+        type=positive_int,
+        default=SOFTWARE_EPOCHS,
         help="epochs of software training before deployment",
     )
     p.add_argument(
@@ -63,50 +71,63 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help="std (s, model time) of input-time jitter during software training",
     )
-    p.add_argument("--input-repeat", type=int, default=5, help="synapse rows per input channel")
+    p.add_argument(
+        "--input-repeat", type=positive_int, default=5, help="synapse rows per input channel"
+    )
     p.add_argument(
         "--devices",
-        type=int,
+        type=positive_int,
         default=1,
-        help="split each batch over this many devices (data parallel; on CPU set "
+        help="split each software batch over this many devices (data parallel; on CPU set "
         "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
     )
     p.add_argument("--metrics", type=Path, default=None, help="JSON lines, one per epoch")
     p.add_argument("--plots", type=Path, default=None, help="directory for plots")
     p.add_argument("--checkpoint", type=Path, default=None, help="directory for checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--train-samples", type=int, default=None, help="first N samples only")
+    p.add_argument("--train-samples", type=positive_int, default=None, help="first N only")
     return p
 
 
 def main(argv=None) -> float:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    check_backend(p, args)
     if args.resume and args.checkpoint is None:
-        parser().error("--resume needs --checkpoint DIR")
+        p.error("--resume needs --checkpoint DIR")
+    import dataclasses
+
     from eventsnn import hardware
     from eventsnn.hardware.in_the_loop import HardwareSetup
+    from eventsnn.hardware.registry import parse_options
     from eventsnn.tasks import run_hardware_task
 
-    chip = hardware.mock_chip(args.chip_seed, jitter=args.jitter)
-    if args.calibration is not None:
+    try:
+        chip = hardware.open_backend(args.backend, args.chip, **parse_options(args.option))
+    except (ValueError, TypeError) as e:
+        p.error(str(e))
+    path = args.calibration or Path("calib") / f"{args.backend}-{args.chip}.json"
+    if args.calibration is not None or path.exists():
         try:
-            cal = hardware.Calibration.load(args.calibration)
+            cal = hardware.Calibration.load(path)
+            cal.check_chip(chip, force=args.force)
         except ValueError as e:
-            parser().error(str(e))
+            p.error(str(e))
+        print(f"calibration: {path} ({cal.identity})")
     else:
-        cal = hardware.calibrate(
-            chip, backend_name=f"{args.backend}:{args.chip_seed}", progress=True
-        )
-        cal.save(Path("calib") / f"{args.backend}-{args.chip_seed}.json")
+        cal = hardware.calibrate(chip, progress=True)
+        cal.save(path)
+        print(f"calibrated {cal.identity}, wrote {path}")
     print(hardware.residual_table(cal.residuals))
 
+    model, software, in_the_loop = configs()
     result = run_hardware_task(
         chip,
         cal,
         HardwareSetup.from_calibration(cal, input_repeat=args.input_repeat),
-        dataclasses.replace(MODEL, time_noise=args.train_noise),
-        dataclasses.replace(SOFTWARE, epochs=args.software_epochs, seed=args.seed),
-        dataclasses.replace(IN_THE_LOOP, epochs=args.epochs, seed=args.seed),
+        dataclasses.replace(model, time_noise=args.train_noise),
+        dataclasses.replace(software, epochs=args.software_epochs, seed=args.seed),
+        dataclasses.replace(in_the_loop, epochs=args.epochs, seed=args.seed),
         metrics_path=args.metrics,
         checkpoint_dir=args.checkpoint,
         resume=args.resume,

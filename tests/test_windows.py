@@ -232,3 +232,37 @@ def test_more_tied_spikes_than_a_window_holds_overflow():
     inputs = es.Spikes(np.array([1e-3]), np.array([0]))
     out = run(net, inputs, Windows(arrivals=4, spikes=2, window_spikes=2, chunk=4))
     assert bool(np.asarray(out.overflow).any())
+
+
+def test_spike_at_t_max_gives_finite_gradients():
+    """A neuron that spikes exactly at ``t_max`` (no refractoriness): the end of its
+    zero-length refractory period lies at ``t_max`` too, where the forward records no
+    current (NaN): the backward pass must not read it. It did, and a single such sample
+    turned a whole batch's gradient into NaN during the digits training (float32)."""
+    dtype = jnp.float32
+    rng = np.random.default_rng(0)
+    w, rec = rng.normal(1.5, 0.5, (3, 4)), rng.normal(0, 0.3, (4, 4))
+    inputs = es.Spikes(np.array([1e-3, 2e-3, 4e-3, 6e-3]), np.array([0, 1, 2, 0]), dtype=dtype)
+
+    def net(w, rec):
+        return es.Network([
+            es.dense_layer(w, recurrent_weights=rec, tau_mem=0.02, tau_syn=0.005, delay=1e-3,
+                           dtype=dtype)
+        ])  # fmt: skip
+
+    first = es.simulate(net(w, rec), inputs, t_max=0.05, max_spikes=64, windows=Windows())
+    times = np.asarray(first.layers[0].times)
+    t_end = float(np.sort(times[np.isfinite(times)])[1])  # a spike time as the run's end
+
+    def loss(w, rec, windows):
+        out = es.simulate(net(w, rec), inputs, t_max=t_end, max_spikes=64, windows=windows)
+        t = out.layers[0].times
+        return jnp.sum(jnp.where(jnp.isfinite(t), t, 0.0) ** 2)
+
+    end = es.simulate(net(w, rec), inputs, t_max=t_end, max_spikes=64, windows=Windows())
+    assert np.any(np.asarray(end.layers[0].times) == np.float32(t_end))  # the case itself
+    g_windows = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(w, rec, Windows())
+    g_loop = jax.grad(loss, argnums=(0, 1))(w, rec, None)
+    for a, b in zip(g_windows, g_loop):
+        assert np.all(np.isfinite(np.asarray(a)))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-8)

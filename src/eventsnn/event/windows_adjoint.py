@@ -186,7 +186,9 @@ def _records(layer: Layer, arrivals: Arrivals, fwd: LayerState, g_out, t_max) ->
     real = jnp.arange(capacity) < fwd.count
     owner = jnp.where(real, fwd.out_indices, 0)
     rest_end = jnp.where(real, fwd.out_times + rest_length(layer)[owner], jnp.inf)
-    rest_valid = real & (rest_end <= t_max)
+    # A period ending at t_max or later ends after everything the loss sees (the forward
+    # records no current for it: it would read as NaN); its neuron starts out held.
+    rest_valid = real & (rest_end < t_max)
     order = time_order(jnp.where(rest_valid, rest_end, jnp.inf))
     return _Records(
         arrivals.times,
@@ -557,7 +559,7 @@ def backward_windows(
     real = jnp.arange(rec.out_t.shape[1])[None, :] < fwd.count[:, None]
     ends = rec.out_t + rest_length(layer)[rec.out_i]
     resting = jax.vmap(lambda i, x: jnp.zeros(n, bool).at[i].max(x))(
-        rec.out_i, real & (ends > t_max)
+        rec.out_i, real & (ends >= t_max)
     )
     state = state._replace(held=resting)
     zeros = jnp.zeros((n,), p.tau_mem.dtype)

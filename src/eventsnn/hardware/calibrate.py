@@ -1,13 +1,18 @@
 """Calibration: per-neuron settings that bring measured parameters to targets.
 
 Everything is measured through the experiment interface (`Backend.run` with membrane
-traces), as on a real chip; nothing here looks inside a mock. Each parameter's physical
-value grows with its setting, so every neuron's setting is found by integer bisection, all
-neurons at once (10 experiments per parameter for 10-bit settings). The order follows the
-dependencies of the measurements: leak, threshold, reset, tau_mem, refractory time,
-tau_syn, synaptic gain.
+traces), as on a real chip: this module uses `Backend`'s methods only (the nominal
+setting of a target value included) and never looks inside a mock. Each parameter's
+physical value grows with its setting, so every neuron's setting is found by integer
+bisection, all neurons at once (10 experiments per parameter for 10-bit settings). The
+order follows the dependencies of the measurements: leak, threshold, reset, tau_mem,
+refractory time, tau_syn, synaptic gain.
 
-Experiments (all neurons as one layer fed by one input channel):
+The membrane ADC records `Limits.adc_channels` neurons per run, so one experiment is a
+batch of identical runs, run b tracing the next `adc_channels` neurons: more runs, not
+more channels.
+
+Experiments (the calibrated neurons as one layer fed by one input channel):
 
 * rest: threshold at its maximum, no input: the trace's mean is the leak.
 * tonic: leak well above threshold: the neuron fires at once (t = 0), is held at reset for
@@ -29,7 +34,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from .backend import PARAMETERS, SETTING_MAX, Backend, ChipConfig
+from .backend import PARAMETERS, Backend, ChipConfig, ChipIdentity
 
 
 @dataclass(frozen=True)
@@ -58,32 +63,82 @@ class Targets:
         return self.v_th - self.v_leak if name.startswith("v_") else getattr(self, name)
 
 
+class CalibrationMismatchError(ValueError):
+    """A calibration file used on a chip other than the one it was measured on."""
+
+
 @dataclass
 class Calibration:
-    """Per-neuron settings for `targets`, with the residual errors measured afterwards."""
+    """Per-neuron settings for `targets`, with the residual errors measured afterwards.
+
+    Attributes:
+        backend, chip: the `ChipIdentity` of the chip it was measured on.
+        targets: what the settings aim at (chip units).
+        settings: ``{parameter: int array [chip neurons]}``; neurons not calibrated keep
+            the chip's default settings.
+        neurons: the calibrated chip neurons (a deployment places its layers on them).
+        residuals: ``{parameter: {"median", "worst"}}`` measured after calibration.
+    """
 
     backend: str
+    chip: str
     targets: Targets
-    settings: dict  # {parameter: int array [n_neurons]}
-    residuals: dict = field(default_factory=dict)  # {parameter: {"median": , "worst": }}
+    settings: dict
+    neurons: np.ndarray
+    residuals: dict = field(default_factory=dict)
 
-    def save(self, path) -> None:
+    @property
+    def identity(self) -> ChipIdentity:
+        return ChipIdentity(self.backend, self.chip)
+
+    def check_chip(self, backend: Backend, force: bool = False) -> None:
+        """Refuse (`CalibrationMismatchError`) to use this calibration on another chip
+        than the one it was measured on, unless `force`."""
+        here = backend.identity()
+        if here != self.identity and not force:
+            raise CalibrationMismatchError(
+                f"this calibration was measured on {self.identity}, not on {here}: every "
+                "chip differs, so calibrate this one (python -m calib) or pass --force to "
+                "use it anyway."
+            )
+        n = backend.limits.neurons
+        if any(np.asarray(v).shape != (n,) for v in self.settings.values()):
+            raise CalibrationMismatchError(
+                f"this calibration has settings for {len(self.settings['v_th'])} neurons but "
+                f"{here} has {n}."
+            )
+
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the file atomically; an existing file is kept (`FileExistsError`)
+        unless `overwrite`."""
         from ..netfile import write_json_atomic
 
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --force (overwrite=True) to replace it.")
         data = {
             "backend": self.backend,
+            "chip": self.chip,
             "targets": asdict(self.targets),
+            "neurons": np.asarray(self.neurons).tolist(),
             "settings": {k: np.asarray(v).tolist() for k, v in self.settings.items()},
             "residuals": self.residuals,
         }
-        write_json_atomic(Path(path), data)
+        write_json_atomic(path, data)
 
     @classmethod
     def load(cls, path) -> Calibration:
         try:
             data = json.loads(Path(path).read_text())
             settings = {k: np.asarray(data["settings"][k], dtype=np.int32) for k in PARAMETERS}
-            return cls(data["backend"], Targets(**data["targets"]), settings, data["residuals"])
+            return cls(
+                str(data["backend"]),
+                str(data["chip"]),
+                Targets(**data["targets"]),
+                settings,
+                np.asarray(data["neurons"], dtype=np.int64),
+                data["residuals"],
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f"{path}: not a calibration file ({type(e).__name__}: {e}); write one with "
@@ -96,32 +151,41 @@ class Calibration:
 class Protocol:
     """Durations and sampling of the calibration experiments (us)."""
 
-    trace_period: float = 0.02
+    trace_period: float = 0.04
     rest_duration: float = 20.0
     tonic_duration: float = 80.0
     psp_duration: float = 60.0
     psp_input_time: float = 5.0
-    psp_weight: int = 10
+    psp_weight: int = 1  # per synapse row
+    psp_rows: int = 96  # rows the PSP's input is routed to: their gains average out
     leak_margin: float = 40.0  # mV above the threshold target: the leak in tonic runs
 
 
-def _run(chip: Backend, settings: dict, duration, protocol: Protocol, weight=0, t_in=np.inf):
-    n = chip.n_neurons
+def _run(chip: Backend, neurons, settings: dict, duration, protocol: Protocol, weight=0,
+         t_in=np.inf, rows=1):  # fmt: skip
+    """Traces ``[S]`` times and ``[len(neurons), S]`` membranes of `neurons` placed as one
+    layer fed by one input routed to `rows` synapse rows of `weight`: a batch of identical
+    runs, each tracing as many neurons as the ADC takes."""
+    n = len(neurons)
     config = ChipConfig(
         settings={k: np.asarray(v, dtype=np.int32) for k, v in settings.items()},
-        placement=(np.arange(n),),
-        weights=(np.full((1, n), weight, dtype=np.int32),),
+        placement=(np.asarray(neurons),),
+        weights=(np.full((rows, n), weight, dtype=np.int32),),
         n_inputs=1,
+        routing=np.zeros(rows, dtype=np.int64),
     )
     chip.configure(config)
+    per_run = chip.limits.adc_channels
+    runs = -(-n // per_run)
+    order = np.resize(np.asarray(neurons), runs * per_run).reshape(runs, per_run)
     rec = chip.run(
-        np.array([[t_in]]),
-        np.array([[0]]),
+        np.full((runs, 1), t_in),
+        np.zeros((runs, 1), dtype=np.int64),
         duration,
-        record_traces=np.arange(n),
+        record_traces=order,
         trace_period=protocol.trace_period,
     )
-    return rec.trace_times, rec.traces[0]  # [S], [n, S]
+    return rec.trace_times, rec.traces.reshape(runs * per_run, -1)[:n]
 
 
 def _with(settings: dict, **changes) -> dict:
@@ -131,22 +195,19 @@ def _with(settings: dict, **changes) -> dict:
     return out
 
 
-def measure_leak(chip, settings, protocol: Protocol) -> np.ndarray:
-    _, v = _run(chip, _with(settings, v_th=SETTING_MAX), protocol.rest_duration, protocol)
+def measure_leak(chip, neurons, settings, protocol: Protocol) -> np.ndarray:
+    """The resting potential of `neurons` (threshold out of reach, no input)."""
+    top = chip.limits.setting_max
+    _, v = _run(chip, neurons, _with(settings, v_th=top), protocol.rest_duration, protocol)
     return v.mean(axis=1)
 
 
-def _tonic_settings(settings, targets: Targets, protocol: Protocol):
-    from .mock import nominal_setting
-
-    return _with(settings, v_leak=nominal_setting("v_leak", targets.v_th + protocol.leak_margin))
-
-
-def measure_tonic(chip, settings, targets: Targets, protocol: Protocol) -> dict:
-    """Threshold, reset, tau_mem and refractory time of every neuron from tonic firing."""
-    tonic = _tonic_settings(settings, targets, protocol)
-    v_l = measure_leak(chip, tonic, protocol)  # the (high) leak the rise aims at
-    t, v = _run(chip, tonic, protocol.tonic_duration, protocol)
+def measure_tonic(chip, neurons, settings, targets: Targets, protocol: Protocol) -> dict:
+    """Threshold, reset, tau_mem and refractory time of `neurons` from tonic firing."""
+    high = chip.nominal_setting("v_leak", targets.v_th + protocol.leak_margin)
+    tonic = _with(settings, v_leak=high)
+    v_l = measure_leak(chip, neurons, tonic, protocol)  # the (high) leak the rise aims at
+    t, v = _run(chip, neurons, tonic, protocol.tonic_duration, protocol)
     v_th = v.max(axis=1)
     low = np.sort(v, axis=1)[:, : v.shape[1] // 5]
     v_r = np.median(low, axis=1)  # the refractory plateau fills far more than 1/5
@@ -181,23 +242,29 @@ def _psp_shape(t, tau_mem, tau_syn):
     return np.asarray(kernel(t, jnp.clip(tau_mem, 1e-3, 1e4), jnp.clip(tau_syn, 1e-3, 1e4)))
 
 
-def measure_psp(chip, settings, tau_mem, protocol: Protocol) -> dict:
-    """tau_syn and the synaptic gain of every neuron from one PSP (tau_mem measured)."""
+def measure_psp(chip, neurons, settings, tau_mem, protocol: Protocol) -> dict:
+    """tau_syn and the synaptic gain of `neurons` from one PSP (tau_mem measured). The
+    input reaches every neuron through `psp_rows` synapses (as many as the row budget
+    allows), so the gain is their mean: one synapse's own mismatch would bias it."""
+    n_rows = min(protocol.psp_rows, chip.limits.rows_per_hemisphere // 2)
     t, v = _run(
         chip,
-        _with(settings, v_th=SETTING_MAX),
+        neurons,
+        _with(settings, v_th=chip.limits.setting_max),
         protocol.psp_duration,
         protocol,
         weight=protocol.psp_weight,
         t_in=protocol.psp_input_time,
+        rows=n_rows,
     )
-    lag = (t - protocol.psp_input_time)[::4]
-    v = v[:, ::4]
+    every = max(1, int(round(0.16 / protocol.trace_period)))  # fit on ~0.16 us steps
+    lag = (t - protocol.psp_input_time)[::every]
+    v = v[:, ::every]
     tm = np.asarray(tau_mem, dtype=float)[:, None, None]
     # Least squares of v = a k(lag; tau_mem, tau_syn) + b over a grid of tau_syn, refined
-    # three times around the best point of every neuron.
-    grid = np.broadcast_to(np.geomspace(0.2, 200.0, 64), (len(v), 64))
-    for _ in range(4):
+    # four times around the best point of every neuron.
+    grid = np.broadcast_to(np.geomspace(0.2, 200.0, 32), (len(v), 32))
+    for _ in range(5):
         k = _psp_shape(lag[None, None, :], tm, grid[:, :, None])  # [n, G, S]
         a, b, sse = _fit_affine(k, v[:, None, :])
         i = np.argmin(sse, axis=1)
@@ -206,7 +273,7 @@ def measure_psp(chip, settings, tau_mem, protocol: Protocol) -> dict:
         lo = grid[rows, np.maximum(i - 1, 0)]
         hi = grid[rows, np.minimum(i + 1, grid.shape[1] - 1)]
         grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 16)[None, :]
-    return {"tau_syn": best_tau, "synapse_gain": best_amp / protocol.psp_weight}
+    return {"tau_syn": best_tau, "synapse_gain": best_amp / (protocol.psp_weight * n_rows)}
 
 
 def _fit_affine(k, v):
@@ -220,22 +287,31 @@ def _fit_affine(k, v):
 
 
 # -- the search ----------------------------------------------------------------------------
-def _bisect(measure, settings: dict, name: str, target: float, progress=None) -> np.ndarray:
-    """Per-neuron integer bisection of `name`'s setting so that ``measure(settings)`` (one
-    value per neuron, increasing in the setting) comes closest to `target`."""
-    n = len(settings[name])
+def _set(settings: dict, name: str, neurons, values) -> dict:
+    """`settings` with `name`'s setting of `neurons` replaced by `values`."""
+    out = dict(settings)
+    out[name] = np.array(settings[name], dtype=np.int32)
+    out[name][neurons] = values
+    return out
+
+
+def _bisect(measure, settings, name, target, neurons, top: int, progress=None) -> np.ndarray:
+    """Per-neuron integer bisection in ``[0, top]`` of `name`'s setting of `neurons` so
+    that ``measure(settings)`` (one value per neuron, increasing in the setting) comes
+    closest to `target`. Returns the chosen settings ``[len(neurons)]``."""
+    n = len(neurons)
     lo = np.zeros(n, dtype=np.int64)
-    hi = np.full(n, SETTING_MAX, dtype=np.int64)
+    hi = np.full(n, top, dtype=np.int64)
     while np.any(lo < hi):
         mid = (lo + hi) // 2
-        below = measure(_with(settings, **{name: mid})) < target
+        below = measure(_set(settings, name, neurons, mid)) < target
         lo = np.where(below & (lo < hi), mid + 1, lo)
         hi = np.where(~below & (lo < hi), mid, hi)
         if progress:
             progress()
     # The crossing lies between lo - 1 and lo: keep the closer of the two.
     candidates = [np.maximum(lo - 1, 0), lo]
-    errors = [np.abs(measure(_with(settings, **{name: c})) - target) for c in candidates]
+    errors = [np.abs(measure(_set(settings, name, neurons, c)) - target) for c in candidates]
     if progress:
         progress(2)
     return np.where(errors[0] < errors[1], candidates[0], candidates[1]).astype(np.int32)
@@ -244,11 +320,13 @@ def _bisect(measure, settings: dict, name: str, target: float, progress=None) ->
 ORDER = ("v_leak", "v_th", "v_reset", "tau_mem", "t_refrac", "tau_syn", "synapse_gain")
 
 
-def measure_all(chip, settings, targets: Targets, protocol: Protocol = Protocol()) -> dict:
-    """Every parameter of every neuron, measured at `settings`."""
-    out = {"v_leak": measure_leak(chip, settings, protocol)}
-    out.update(measure_tonic(chip, settings, targets, protocol))
-    out.update(measure_psp(chip, settings, out["tau_mem"], protocol))
+def measure_all(chip, settings, targets: Targets, protocol: Protocol = Protocol(),
+                neurons=None) -> dict:  # fmt: skip
+    """Every parameter of `neurons` (default: all), measured at `settings`."""
+    neurons = np.arange(chip.limits.neurons) if neurons is None else np.asarray(neurons)
+    out = {"v_leak": measure_leak(chip, neurons, settings, protocol)}
+    out.update(measure_tonic(chip, neurons, settings, targets, protocol))
+    out.update(measure_psp(chip, neurons, settings, out["tau_mem"], protocol))
     return out
 
 
@@ -298,36 +376,52 @@ def calibrate(
     targets: Targets = Targets(),
     protocol: Protocol = Protocol(),
     *,
-    backend_name: str = "",
+    neurons=None,
     progress: bool = False,
 ) -> Calibration:
-    """Search every neuron's settings for `targets`; returns a `Calibration` with the
-    residuals measured at the final settings."""
+    """Search the settings of `neurons` (default: every neuron of the chip) for
+    `targets`; returns a `Calibration` with the residuals measured at the final settings.
+    Uses `Backend`'s methods only."""
+    limits = chip.limits
+    neurons = np.arange(limits.neurons) if neurons is None else np.asarray(neurons)
+    if neurons.ndim != 1 or neurons.size == 0 or not np.issubdtype(neurons.dtype, np.integer):
+        raise ValueError("neurons must be a non-empty 1-D array of chip neuron indices.")
+    out_of_range = neurons.min() < 0 or neurons.max() >= limits.neurons
+    if out_of_range or np.unique(neurons).size < neurons.size:
+        raise ValueError(
+            f"neurons must be distinct chip neuron indices in 0..{limits.neurons - 1}."
+        )
     settings = chip.default_settings()
     measured_tau_mem = None
 
     def measure(name):
         def f(s):
             if name == "v_leak":
-                return measure_leak(chip, s, protocol)
+                return measure_leak(chip, neurons, s, protocol)
             if name in ("v_th", "v_reset", "tau_mem", "t_refrac"):
-                return measure_tonic(chip, s, targets, protocol)[name]
-            return measure_psp(chip, s, measured_tau_mem, protocol)[name]
+                return measure_tonic(chip, neurons, s, targets, protocol)[name]
+            return measure_psp(chip, neurons, s, measured_tau_mem, protocol)[name]
 
         return f
 
-    steps = int(np.ceil(np.log2(SETTING_MAX + 1))) + 2
+    steps = int(np.ceil(np.log2(limits.setting_max + 1))) + 2
     bar = _Bar(steps * len(ORDER)) if progress else None
     for name in ORDER:
         if bar:
             bar.start(name)
         if name == "tau_syn":
-            measured_tau_mem = measure_tonic(chip, settings, targets, protocol)["tau_mem"]
-        settings[name] = _bisect(measure(name), settings, name, getattr(targets, name), bar)
+            measured_tau_mem = measure_tonic(chip, neurons, settings, targets, protocol)["tau_mem"]
+        found = _bisect(
+            measure(name), settings, name, getattr(targets, name), neurons,
+            limits.setting_max, bar,
+        )  # fmt: skip
+        settings = _set(settings, name, neurons, found)
     if bar:
         bar.close()
-    final = measure_all(chip, settings, targets, protocol)
-    return Calibration(backend_name, targets, settings, residuals(final, targets))
+    final = measure_all(chip, settings, targets, protocol, neurons)
+    who = chip.identity()
+    res = residuals(final, targets)
+    return Calibration(who.backend, who.chip, targets, settings, neurons, res)
 
 
 def residual_table(res: dict) -> str:

@@ -8,7 +8,8 @@ single-spike neuron that crossed threshold at ``t*`` the implicit function theor
 reduces to for time-to-first-spike networks. `pinned_first_spikes` builds times whose
 value is the recording and whose derivative is that expression, so autodiff chains the
 layers through the recorded hidden times. Weights are trained in float and deployed
-rounded (the rounding is passed straight through).
+saturated and rounded: the rounding is passed straight through, the saturation is not
+(a weight clipped at the chip's largest integer gets no gradient pushing it further).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .. import classify
 from ..network import Spikes
 from ..neuron import kernel
 from ..train import Progress, TrainConfig, end_epoch, load_checkpoint, optimizer
-from .backend import Backend, ChipConfig
+from .backend import Backend, ChipConfig, Limits, Reproducible
 from .calibrate import Calibration
 from .units import WEIGHT_MAX, ChipUnits
 
@@ -63,8 +64,12 @@ def pinned_first_spikes(t_rec, weights, t_pre, tau_mem, tau_syn, slope_floor):
     return jnp.where(fired, jnp.where(fired, t_post, 0.0) - shift, jnp.inf)
 
 
-def straight_through_round(w, scale):
-    """``round(w * scale) / scale`` forward, identity backward."""
+def straight_through_round(w, scale, limit=None):
+    """``round(clip(w, -limit, limit) * scale) / scale`` forward; backward the clip's
+    derivative (1 inside, 0 where saturated) with the rounding passed straight through.
+    `limit` (model units): the largest weight the chip realises (None: no saturation)."""
+    if limit is not None:
+        w = jnp.clip(w, -limit, limit)
     return w + jax.lax.stop_gradient(jnp.round(w * scale) / scale - w)
 
 
@@ -76,7 +81,7 @@ class HardwareSetup:
         units: the conversion to chip units (from the calibration).
         input_repeat: each input channel drives this many synapse rows, which share its
             integer weight (so a weight reaches ``input_repeat * 63`` steps).
-        first_neuron: chip neuron of hidden neuron 0; outputs follow the hidden layer.
+        first_neuron: calibrated neurons skipped before the hidden layer (see `placement`).
     """
 
     units: ChipUnits
@@ -115,22 +120,45 @@ class HardwareSetup:
         return rows.reshape(-1, w1.shape[1]).astype(np.int32), self.units.weights_to_chip(w2)
 
     def deployed_weights(self, params, cfg):
-        """The model weights the chip realises (differentiable, straight through)."""
+        """The model weights the chip realises (differentiable: saturation, then rounding
+        straight through)."""
         w1, w2 = classify.weights_of(params, cfg)
         s = self.units.weight_scale
-        return straight_through_round(w1, s), straight_through_round(w2, s)
+        top = WEIGHT_MAX / s
+        return (
+            straight_through_round(w1, s, self.input_repeat * top),
+            straight_through_round(w2, s, top),
+        )
 
-    def placement(self, cfg):
-        h = np.arange(self.first_neuron, self.first_neuron + cfg.hidden)
-        return h, np.arange(h[-1] + 1, h[-1] + 1 + cfg.n_out)
+    def placement(self, cfg, cal: Calibration, limits: Limits):
+        """Chip neurons of the hidden and output layers, calibrated ones only: the hidden
+        layer from the first calibrated neurons, the outputs in another hemisphere where
+        one has calibrated neurons (each layer's sources take two synapse rows per
+        hemisphere, so two layers in one hemisphere share its 256 rows)."""
+        free = np.asarray(cal.neurons)[self.first_neuron :]
+        if free.size < cfg.hidden + cfg.n_out:
+            raise ValueError(
+                f"the network needs {cfg.hidden + cfg.n_out} calibrated neurons, the "
+                f"calibration has {free.size} from first_neuron={self.first_neuron}."
+            )
+        hidden = free[: cfg.hidden]
+        rest = free[cfg.hidden :]
+        elsewhere = ~np.isin(limits.hemisphere(rest), limits.hemisphere(hidden))
+        if elsewhere.sum() >= cfg.n_out:
+            rest = rest[elsewhere]
+        return hidden, rest[: cfg.n_out]
+
+    def configuration(self, chip: Backend, cal: Calibration, params, cfg) -> ChipConfig:
+        """The chip configuration of the network `params`."""
+        q1, q2 = self.integer_weights(params, cfg)
+        routing = np.repeat(np.arange(cfg.n_in), self.input_repeat)
+        placement = self.placement(cfg, cal, chip.limits)
+        return ChipConfig(cal.settings, placement, (q1, q2), cfg.n_in, routing)
 
     def record(self, chip: Backend, cal: Calibration, params, inputs: Spikes, cfg):
         """Run a batch on the chip: first spike times (model s) of the hidden
         ``[batch, hidden]`` and output ``[batch, n_out]`` neurons, and overflow flags."""
-        q1, q2 = self.integer_weights(params, cfg)
-        n_in = inputs.times.shape[-1]
-        routing = np.repeat(np.arange(n_in), self.input_repeat)
-        chip.configure(ChipConfig(cal.settings, self.placement(cfg), (q1, q2), n_in, routing))
+        chip.configure(self.configuration(chip, cal, params, cfg))
         times = self.units.time_to_chip(np.asarray(inputs.times))
         channels = np.where(np.isfinite(times), np.asarray(inputs.indices), -1)
         duration = float(self.units.time_to_chip(cfg.t_max))
@@ -195,7 +223,7 @@ def train_in_the_loop(
             {
                 "train": dataclasses.asdict(train),
                 "model": dataclasses.asdict(cfg),
-                "backend": cal.backend,
+                "backend": str(cal.identity),
                 "in_the_loop": True,
             }
         )
@@ -216,7 +244,7 @@ def train_in_the_loop(
     last = train.epochs if stop_after is None else min(train.epochs, stop_after)
     for e in range(len(history.epochs), last):
         params, opt_state, runs = state
-        if hasattr(chip, "run_count"):
+        if isinstance(chip, Reproducible):
             chip.run_count = int(runs)
         start = time.perf_counter()
         key = jax.random.fold_in(jax.random.PRNGKey(train.seed), e)
@@ -244,6 +272,7 @@ def train_in_the_loop(
             "val_accuracy": chip_accuracy(setup, chip, cal, params, *splits["validation"], cfg),
             "epoch_seconds": seconds,
         }
-        state = (params, opt_state, jnp.asarray(getattr(chip, "run_count", 0), jnp.int32))
+        runs = chip.run_count if isinstance(chip, Reproducible) else 0
+        state = (params, opt_state, jnp.asarray(runs, jnp.int32))
         end_epoch(record, state, history, progress, ckpt, meta, metrics_path)
     return state[0], history

@@ -1,17 +1,30 @@
-"""A software BrainScaleS-2-style chip: the event core with a chip's imperfections.
+"""A software BrainScaleS-2-style chip: the event core with a chip's limits and flaws.
 
-A chip is a seed. From it come fixed-pattern mismatch of every neuron's parameters (gain
-and offset of each setting's mapping to the physical value), and the chip's readout
-offset; from it and a run counter come the trial-to-trial spike-time jitter. The forward
-dynamics are exactly the event core's, run with the physical (perturbed) parameters in
-chip units (us, mV). What a real chip adds on the way out is modelled too: jitter, the
-systematic readout offset, the finite readout resolution (coincident spikes), a bounded
-spike buffer (overflow reported) and a sampled, noisy, quantised membrane ADC.
+A chip is a seed. From it come the fixed pattern of every neuron's parameters (gain and
+offset of each setting's mapping to the physical value), of every synapse's gain, and the
+chip's readout offset; from it and a run counter come the trial-to-trial noise. The
+dynamics are the event core's, run layer by layer with the physical parameters in chip
+units (us, mV). What the chip adds, with the source of each number (Pehle et al. 2022,
+Front. Neurosci. 16:795876, "The BrainScaleS-2 accelerated neuromorphic system with hybrid
+plasticity"; Billaudelle et al. 2020, "Versatile emulation of spiking neural networks on
+an accelerated neuromorphic substrate", ISCAS; Weis et al. 2020, "Inference with
+artificial neural networks on analog neuromorphic hardware", for synapse mismatch):
+
+* limits (`Limits`): 512 neurons in two hemispheres, 256 synapse rows per hemisphere with
+  the sign set per row by its synapse driver, 6-bit weights, 10-bit parameter settings, a
+  membrane ADC (the MADC) recording 2 neurons per run at ~30 MHz, a bounded spike buffer;
+* per-neuron fixed-pattern mismatch (10-20% before calibration);
+* per-synapse gain mismatch (~10%, a fixed pattern of the physical synapse: it moves with
+  the row a source is routed to) and saturation of the synaptic input (a large event
+  delivers less than its linear share: ``s tanh(jump / s)``);
+* spike-time noise at emission (it reaches the next layer, not only the readout), a
+  systematic readout offset and the 8 ns readout clock (coincident spikes), overflow of
+  the spike buffer, a noisy quantised ADC.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +34,17 @@ from ..event.simulate import simulate
 from ..event.spike_time import NewtonSolver
 from ..network import Layer, Network, Spikes
 from ..neuron import LIFParams, kernel
-from .backend import PARAMETERS, SETTING_MAX, Backend, ChipConfig, ChipConfigError, Recording
+from .backend import (
+    OPERATING_POINT,
+    PARAMETERS,
+    SETTING_MAX,
+    Backend,
+    ChipConfig,
+    ChipIdentity,
+    Limits,
+    Recording,
+    Reproducible,
+)
 
 #: How each parameter's setting maps to its nominal value: (kind, low, high); "linear" is
 #: ``low + (high - low) s / SETTING_MAX``, "log" is ``low (high / low) ** (s / SETTING_MAX)``.
@@ -35,16 +58,7 @@ MAPPINGS = {
     "synapse_gain": ("log", 0.05, 20.0),  # mV jump of I per weight step
 }
 VOLTAGES = ("v_leak", "v_reset", "v_th")
-#: The operating point the uncalibrated default settings aim at (chip units).
-TYPICAL = {
-    "v_leak": 80.0,
-    "v_reset": 60.0,
-    "v_th": 120.0,
-    "tau_mem": 12.0,
-    "tau_syn": 6.0,
-    "t_refrac": 30.0,
-    "synapse_gain": 4.0,
-}
+TYPICAL = OPERATING_POINT
 SPIKES_PER_NEURON = 16  # per run: the budget of the event loop and of traces
 SWING = TYPICAL["v_th"] - TYPICAL["v_leak"]  # mV: the scale of voltage mismatch
 
@@ -59,34 +73,105 @@ def nominal(name: str, setting):
 def nominal_setting(name: str, value) -> np.ndarray:
     """The setting whose nominal value is closest to `value` (what a user without a
     calibration would pick)."""
+    if name not in MAPPINGS:
+        raise ValueError(f"unknown parameter {name!r}; known: {PARAMETERS}.")
     kind, lo, hi = MAPPINGS[name]
     v = np.asarray(value, dtype=float)
-    x = (v - lo) / (hi - lo) if kind == "linear" else np.log(v / lo) / np.log(hi / lo)
+    if kind == "log":
+        x = np.log(np.maximum(v, 1e-300) / lo) / np.log(hi / lo)
+    else:
+        x = (v - lo) / (hi - lo)
     return np.clip(np.rint(x * SETTING_MAX), 0, SETTING_MAX).astype(np.int32)
+
+
+_INTS = ("n_neurons", "hemispheres", "rows_per_hemisphere", "input_channels")
+_INTS += ("adc_channels", "weight_bits", "buffer")
 
 
 @dataclass(frozen=True)
 class MockSpec:
-    """The physics of a mock chip (chip units). Defaults follow BrainScaleS-2."""
+    """The physics of a mock chip (chip units: us, mV). Defaults follow BrainScaleS-2;
+    see the module docstring for sources. Checked on construction.
+
+    Attributes:
+        n_neurons, hemispheres, rows_per_hemisphere, input_channels, adc_channels,
+            min_trace_period, weight_bits, buffer: the `Limits` (``buffer`` is the spike
+            buffer per run and sample).
+        mismatch: relative spread of every neuron parameter before calibration.
+        synapse_mismatch: relative spread of the synapses' gains (fixed pattern).
+        saturation: jump of ``I`` (mV) at which one event's synaptic input saturates:
+            a synapse delivers ``saturation * tanh(jump / saturation)``; inf: linear.
+        jitter: trial-to-trial spike-time noise (std, us), at emission.
+        resolution: readout clock period (us; 125 MHz).
+        offset: mean systematic readout delay (us); each chip draws its own.
+        adc_noise: membrane readout noise (std, mV); adc_step: its resolution (mV).
+    """
 
     n_neurons: int = 512
-    max_input_channels: int = 256
-    mismatch: float = 0.15  # relative spread of every parameter before calibration
-    jitter: float = 0.1  # us, trial-to-trial spike-time noise (std)
-    resolution: float = 0.008  # us, readout clock (125 MHz)
-    offset: float = 0.05  # us, mean of the chip's systematic readout delay
-    buffer: int = 8192  # spikes recorded per run and sample
-    adc_noise: float = 0.1  # mV, membrane readout noise (std)
-    adc_step: float = 0.25  # mV, membrane readout resolution
+    hemispheres: int = 2
+    rows_per_hemisphere: int = 256
+    input_channels: int = 256
+    adc_channels: int = 2
+    min_trace_period: float = 1 / 30
+    weight_bits: int = 6
+    buffer: int = 8192
+    mismatch: float = 0.15
+    synapse_mismatch: float = 0.1
+    saturation: float = 450.0
+    jitter: float = 0.1
+    resolution: float = 0.008
+    offset: float = 0.05
+    adc_noise: float = 0.1
+    adc_step: float = 0.25
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _INTS:
+                if not (isinstance(value, (int, np.integer)) and value >= 1):
+                    raise ValueError(
+                        f"MockSpec.{f.name} must be a positive integer, got {value!r}."
+                    )
+            elif not (isinstance(value, (int, float)) and value >= 0 and not np.isnan(value)):
+                raise ValueError(f"MockSpec.{f.name} must be a number >= 0, got {value!r}.")
+        for name in ("resolution", "min_trace_period", "adc_step", "saturation"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MockSpec.{name} must be > 0, got {getattr(self, name)!r}.")
+        if self.n_neurons % self.hemispheres:
+            raise ValueError(
+                f"MockSpec.n_neurons ({self.n_neurons}) must split evenly into "
+                f"hemispheres={self.hemispheres}."
+            )
+        if self.weight_bits > 16:
+            raise ValueError(f"MockSpec.weight_bits must be at most 16, got {self.weight_bits}.")
+        for name in ("jitter", "offset", "resolution", "min_trace_period"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValueError(f"MockSpec.{name} must be finite, got {getattr(self, name)!r}.")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            neurons=self.n_neurons,
+            hemispheres=self.hemispheres,
+            rows_per_hemisphere=self.rows_per_hemisphere,
+            input_channels=self.input_channels,
+            adc_channels=self.adc_channels,
+            min_trace_period=self.min_trace_period,
+            weight_bits=self.weight_bits,
+            setting_max=SETTING_MAX,
+            spike_buffer=self.buffer,
+        )
 
 
-class MockChip(Backend):
-    """A chip drawn from `seed`: same seed, same chip, same recordings for the same runs."""
+class MockChip(Backend, Reproducible):
+    """A chip drawn from `seed`: same seed, same chip, same recordings for the same runs
+    (counting runs: `run_count`)."""
 
     def __init__(self, seed: int, spec: MockSpec = MockSpec()):
+        if not isinstance(spec, MockSpec):
+            raise TypeError(f"spec must be a MockSpec, got {type(spec).__name__}.")
         self.seed, self.spec = int(seed), spec
-        self.n_neurons = spec.n_neurons
-        self.max_input_channels = spec.max_input_channels
+        self._limits = spec.limits
         rng = np.random.default_rng([self.seed, 0x5EED])
         n = spec.n_neurons
         # Fixed pattern: voltages get an offset, everything else a gain (lognormal).
@@ -95,12 +180,38 @@ class MockChip(Backend):
             p: np.exp(rng.normal(0.0, spec.mismatch, n)) for p in PARAMETERS if p not in VOLTAGES
         }
         self.readout_offset = float(spec.offset * rng.uniform(0.5, 1.5))
+        per_half = n // spec.hemispheres
+        # One gain per physical synapse [hemisphere, row, column], mean 1.
+        rows = (spec.hemispheres, spec.rows_per_hemisphere, per_half)
+        self.synapse_pattern = np.exp(
+            rng.normal(0.0, spec.synapse_mismatch, rows) - spec.synapse_mismatch**2 / 2
+        )
         self._key = jax.random.PRNGKey(self.seed)
-        self.run_count = 0  # runs so far: the trial index of the next run's noise
+        self._run_count = 0
         self._config: ChipConfig | None = None
         self._built = None
 
-    # -- the chip's physics ---------------------------------------------------------------
+    # -- Backend ---------------------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def identity(self) -> ChipIdentity:
+        size = "" if self.spec.n_neurons == 512 else f"-n{self.spec.n_neurons}"
+        return ChipIdentity("mock", f"{self.seed}{size}")
+
+    def nominal_setting(self, parameter: str, value) -> np.ndarray:
+        return nominal_setting(parameter, value)
+
+    @property
+    def run_count(self) -> int:
+        return self._run_count
+
+    @run_count.setter
+    def run_count(self, value: int) -> None:
+        self._run_count = int(value)
+
+    # -- the chip's physics (hidden truth: tests and benchmarks only) ---------------------
     def physical(self, settings: dict) -> dict:
         """Physical parameter values ``{name: [n_neurons]}`` of the given settings."""
         out = {}
@@ -112,87 +223,97 @@ class MockChip(Backend):
                 out[name] = value * self._gain[name]
         return out
 
-    def default_settings(self) -> dict:
-        return {p: np.full(self.n_neurons, nominal_setting(p, TYPICAL[p])) for p in PARAMETERS}
+    def true_parameters(self, settings: dict) -> dict:
+        """What a calibration should measure: `physical`, with the synaptic gain of each
+        neuron averaged over all synapses of its column (the row pattern's mean)."""
+        out = self.physical(settings)
+        lim = self._limits
+        n = np.arange(lim.neurons)
+        column_mean = self.synapse_pattern.mean(axis=1)  # [hemisphere, column]
+        per_half = lim.neurons // lim.hemispheres
+        out["synapse_gain"] = out["synapse_gain"] * column_mean[lim.hemisphere(n), n % per_half]
+        return out
+
+    def synaptic_jumps(self, config: ChipConfig) -> tuple:
+        """Per layer, the physical jump of ``I`` (mV) each presynaptic source's spike gives
+        each neuron ``[n_pre, n_post]`` (layer 0: per input channel, routed rows summed):
+        calibrated gain, the synapse's own gain in the row the deployment routes the
+        weight's sign to, saturation."""
+        phys = self.physical(config.settings)
+        lim, spec = self._limits, self.spec
+        per_half = lim.neurons // lim.hemispheres
+        next_row = np.zeros(lim.hemispheres, dtype=np.int64)
+        out = []
+        for k, (neurons, q) in enumerate(zip(config.placement, config.weights)):
+            neurons = np.asarray(neurons)
+            q = np.asarray(q, dtype=float)
+            n_pre = q.shape[0]
+            half, col = lim.hemisphere(neurons), neurons % per_half
+            # Source j's excitatory row is base + j, its inhibitory row base + n_pre + j,
+            # in every hemisphere the layer occupies (the budget `synapse_rows` counts).
+            base = next_row[half]  # [n_post]
+            pre = np.arange(n_pre)[:, None]
+            row = np.where(q >= 0, base[None, :] + pre, base[None, :] + n_pre + pre)
+            for h in np.unique(half):
+                next_row[h] += 2 * n_pre
+            gain = self.synapse_pattern[half[None, :], row, col[None, :]]
+            jump = q * phys["synapse_gain"][neurons][None, :] * gain
+            jump = spec.saturation * np.tanh(jump / spec.saturation)
+            if k == 0:  # rows driven by the same input channel act as one summed weight
+                summed = np.zeros((config.n_inputs, neurons.size))
+                np.add.at(summed, config.rows(), jump)
+                jump = summed
+            out.append(jump)
+        return tuple(out)
 
     # -- the experiment interface ---------------------------------------------------------
     def configure(self, config: ChipConfig) -> None:
-        if config.n_inputs > self.max_input_channels:
-            raise ChipConfigError(
-                f"n_inputs is {config.n_inputs} but this chip has "
-                f"{self.max_input_channels} input channels."
-            )
-        config.validate(self.n_neurons)
+        config.validate(self._limits)
         self._config = config
-        self._built = None  # (duration, Network) of this configuration, built on first run
+        self._built = None  # (duration, layers) of this configuration, built on first run
 
     def run(self, input_times, input_channels, duration, *, record_traces=None, trace_period=0.05):
         cfg = self._config
-        if cfg is None:
-            raise ChipConfigError("run before configure: load a ChipConfig first.")
-        times = np.atleast_2d(np.asarray(input_times, dtype=float))
-        channels = np.atleast_2d(np.asarray(input_channels))
-        if times.shape != channels.shape:
-            raise ValueError(
-                f"input_times {times.shape} and input_channels {channels.shape} must match."
+        req = self.check_run(cfg, input_times, input_channels, duration, record_traces,
+                             trace_period)  # fmt: skip
+        if self._built is None or self._built[0] != req.duration:
+            self._built = (req.duration, self._layers(cfg, req.duration))
+        layers = self._built[1]
+        key = jax.random.fold_in(self._key, self._run_count)
+        self._run_count += 1
+        keys = jax.random.split(key, len(layers) + 1)
+        spikes = Spikes(jnp.asarray(req.times), jnp.asarray(req.channels))
+        inputs, crossings, emitted, lost = [], [], [], jnp.zeros(req.times.shape[0], bool)
+        for k, layer in enumerate(layers):
+            inputs.append(spikes)
+            budget = min(
+                self.spec.buffer, layer.size * (1 if layer.single_spike else SPIKES_PER_NEURON)
             )
-        if np.isnan(times).any() or (times < 0).any():
-            raise ValueError("input_times must be >= 0 and not NaN (pad with inf).")
-        real = np.isfinite(times)
-        if (real & ((channels < 0) | (channels >= cfg.n_inputs))).any():
-            raise ValueError(f"input_channels must lie in [0, {cfg.n_inputs}) for real spikes.")
-        if not (np.isfinite(duration) and duration > 0):
-            raise ValueError(f"duration must be a positive number of us, got {duration!r}.")
-
-        if self._built is None or self._built[0] != float(duration):
-            network = self._network(cfg, self.physical(cfg.settings), duration)
-            self._built = (float(duration), network)
-        network = self._built[1]
-        inputs = Spikes(jnp.asarray(times), jnp.asarray(np.where(real, channels, -1)))
-        # Fixed budgets (one compilation per configuration shape); what exceeds them is
-        # reported as overflow like a full buffer.
-        budgets = tuple(
-            min(self.spec.buffer, len(p) * (1 if layer.single_spike else SPIKES_PER_NEURON))
-            for p, layer in zip(cfg.placement, network.layers)
-        )
-        result = simulate(
-            network,
-            inputs,
-            t_max=float(duration),
-            max_spikes=budgets,
-            solver=NewtonSolver(),
-            check_overflow=False,
-        )
-        key = jax.random.fold_in(self._key, self.run_count)
-        self.run_count += 1
-        rec_t, rec_i, overflow = _readout(
-            result, key, self.readout_offset, self.spec, float(duration)
-        )
-        overflow = np.asarray(overflow) | np.asarray(jnp.any(result.overflow, axis=-1))
+            res = _simulate_distinct(layer, spikes, req.duration, budget)
+            crossings.append(res.output)
+            lost = lost | res.overflow[..., 0]
+            # Spike-time noise at emission: the next layer and the readout see it.
+            spikes = _emit(res.output, keys[k], self.spec.jitter, req.duration)
+            emitted.append(spikes)
+        rec_t, rec_i, full = _readout(emitted, self.readout_offset, self.spec)
         trace_times = traces = None
-        if record_traces is not None:
-            trace_times = np.arange(0.0, duration, trace_period)
-            traces = self._traces(
-                cfg,
-                network,
-                inputs,
-                result,
-                np.asarray(record_traces),
-                trace_times,
-                jax.random.fold_in(key, 1),
-            )
+        if req.traces is not None:
+            trace_times = np.arange(0.0, req.duration, req.trace_period)
+            traces = self._traces(cfg, layers, inputs, crossings, req.traces, trace_times,
+                                  keys[-1])  # fmt: skip
         return Recording(
             tuple(np.asarray(t) for t in rec_t),
             tuple(np.asarray(i) for i in rec_i),
-            overflow,
+            np.asarray(full | lost),
             trace_times,
             traces,
         )
 
     # -- internals ------------------------------------------------------------------------
-    def _network(self, cfg: ChipConfig, phys: dict, duration: float) -> Network:
+    def _layers(self, cfg: ChipConfig, duration: float) -> list:
+        phys = self.physical(cfg.settings)
         layers = []
-        for k, (neurons, q) in enumerate(zip(cfg.placement, cfg.weights)):
+        for neurons, jump in zip(cfg.placement, self.synaptic_jumps(cfg)):
             idx = np.asarray(neurons)
             p = {k: v[idx] for k, v in phys.items()}
             # A reset at or above threshold makes the chip fire again right after the
@@ -207,69 +328,110 @@ class MockChip(Backend):
                 v_leak=p["v_leak"],
                 t_refrac=p["t_refrac"],
             )
-            w = np.asarray(q, dtype=float) * p["synapse_gain"][None, :]
-            if k == 0:  # rows driven by the same input channel act as one summed weight
-                summed = np.zeros((cfg.n_inputs, idx.size))
-                np.add.at(summed, cfg.rows(), w)
-                w = summed
-            w = jnp.asarray(w)
             # Refractory for the whole run: a neuron spikes at most once, exactly, so the
             # parallel first-spike path gives the same spikes as the event loop.
             single = bool(np.min(p["t_refrac"]) >= duration)
-            layers.append(Layer(w, params, single_spike=single))
-        return Network(layers)
+            layers.append(Layer(jnp.asarray(jump), params, single_spike=single))
+        return layers
 
-    def _traces(self, cfg, network, inputs, result, neurons, sample_times, key):
+    def _traces(self, cfg, layers, inputs, crossings, neurons, sample_times, key):
+        """``[batch, j, samples]`` ADC readings of the chip neurons ``neurons [batch, j]``."""
         where = {}
         for k, placed in enumerate(cfg.placement):
             for j, n in enumerate(np.asarray(placed)):
                 where[int(n)] = (k, j)
-        missing = [int(n) for n in neurons if int(n) not in where]
-        if missing:
-            raise ChipConfigError(
-                f"record_traces names neuron {missing[0]}, which no layer of the "
-                "configuration places."
-            )
+        layer_of = np.vectorize(lambda n: where[int(n)][0])(neurons)
+        local = np.vectorize(lambda n: where[int(n)][1])(neurons)
         t = jnp.asarray(sample_times)
-        rows = {}
-        for k, layer in enumerate(network.layers):
-            local = np.array([where[int(n)][1] for n in neurons if where[int(n)][0] == k])
-            if local.size == 0:
+        v = jnp.zeros((*neurons.shape, t.size))
+        for k, layer in enumerate(layers):
+            mine = layer_of == k
+            if not mine.any():
                 continue
-            pre = inputs if k == 0 else result.layers[k - 1]
-            own = _own_spikes(result.layers[k], jnp.asarray(local), SPIKES_PER_NEURON)
+            j = jnp.asarray(np.where(mine, local, 0))  # [batch, c]
             p = layer.params
-            v = _membrane(
-                p.tau_mem[local],
-                p.tau_syn[local],
-                p.v_reset[local],
-                p.v_leak[local],
-                p.t_refrac[local],
-                layer.weights[:, local].T,
-                pre.times,
-                pre.indices,
+            own = _own_spikes(crossings[k], j, SPIKES_PER_NEURON)
+            vk = _membrane(
+                p.tau_mem[j],
+                p.tau_syn[j],
+                p.v_reset[j],
+                p.v_leak[j],
+                p.t_refrac[j],
+                jnp.moveaxis(layer.weights[:, j], 0, -1),  # [batch, c, n_pre]
+                inputs[k].times,
+                inputs[k].indices,
                 own,
                 t,
-            )  # [batch, len(local), samples]
-            for j, n in enumerate(n for n in neurons if where[int(n)][0] == k):
-                rows[int(n)] = v[:, j]
-        v = jnp.stack([rows[int(n)] for n in neurons], axis=1)  # [batch, neurons, samples]
+            )
+            v = jnp.where(jnp.asarray(mine)[..., None], vk, v)
         v = v + self.spec.adc_noise * jax.random.normal(key, v.shape, v.dtype)
         return np.asarray(jnp.round(v / self.spec.adc_step) * self.spec.adc_step)
 
 
+def open_mock(chip=0, n_neurons: int | None = None, **spec) -> MockChip:
+    """The entry point registered as backend ``mock``: chip `chip` (a seed), optionally
+    with fewer neurons or other `MockSpec` fields."""
+    try:
+        seed = int(chip)
+    except (TypeError, ValueError):
+        raise ValueError(f"mock: chip must be an integer seed, got {chip!r}.") from None
+    if n_neurons is not None:
+        spec["n_neurons"] = n_neurons
+    known = {f.name for f in fields(MockSpec)}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        names = ", ".join(sorted(known))
+        raise ValueError(f"mock: unknown option {unknown[0]!r}; known: {names}.")
+    return MockChip(seed, MockSpec(**spec))
+
+
+def _simulate_distinct(layer: Layer, spikes: Spikes, duration: float, budget: int):
+    """`simulate` one layer on a batch, each distinct input row once (a layer's dynamics
+    are deterministic: the noise is added at emission), so a batch of identical runs, as
+    calibration sends, costs one. The distinct rows are padded to a power of two so that
+    the batch shapes, and compilations, stay few."""
+    rows = np.concatenate([np.asarray(spikes.times), np.asarray(spikes.indices)], axis=1)
+    distinct, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    size = min(len(rows), 1 << int(np.ceil(np.log2(len(distinct)))))
+    pick = np.resize(first, size) if size > len(first) else first
+    if size == len(rows):  # nothing to save
+        pick, inverse = np.arange(len(rows)), np.arange(len(rows))
+    res = simulate(
+        Network([layer]),
+        Spikes(spikes.times[pick], spikes.indices[pick]),
+        t_max=duration,
+        max_spikes=budget,
+        solver=NewtonSolver(),
+        check_overflow=False,
+    )
+    return jax.tree.map(lambda x: x[jnp.asarray(inverse.reshape(-1))], res)
+
+
+def _emit(spikes: Spikes, key, jitter: float, duration: float) -> Spikes:
+    """The emitted events: crossing times plus jitter (>= 0), re-sorted; those pushed past
+    the end of the run are lost."""
+    noise = jitter * jax.random.normal(key, spikes.times.shape, spikes.times.dtype)
+    t = jnp.maximum(spikes.times + noise, 0.0)
+    keep = jnp.isfinite(spikes.times) & (t <= duration)
+    t = jnp.where(keep, t, jnp.inf)
+    order = jnp.argsort(t, axis=-1)
+    idx = jnp.where(keep, spikes.indices, -1)
+    return Spikes(jnp.take_along_axis(t, order, -1), jnp.take_along_axis(idx, order, -1))
+
+
 def _own_spikes(spikes: Spikes, local, m: int):
-    """``[batch, len(local), m]``: the first `m` spike times of each listed neuron."""
-    mine = spikes.indices[..., None, :] == local[:, None]  # [batch, n, C]
-    t = jnp.where(mine, spikes.times[..., None, :], jnp.inf)
+    """``[batch, c, m]``: the first `m` spike times of neuron ``local [batch, c]``."""
+    mine = spikes.indices[:, None, :] == local[..., None]  # [batch, c, C]
+    t = jnp.where(mine, spikes.times[:, None, :], jnp.inf)
     return jnp.sort(t, axis=-1)[..., :m]
 
 
 @jax.jit
 def _membrane(tau_mem, tau_syn, v_reset, v_leak, t_refrac, w, pre_t, pre_i, own_t, t):
-    """Exact membrane potential at sample times ``t [S]``: neuron parameters ``[n]``, their
-    input weights ``w [n, n_pre]``, presynaptic spikes ``pre_t/pre_i [B, A]``, own spikes
-    ``own_t [B, n, m]`` (inf padding). Returns ``[B, n, S]`` (mV)."""
+    """Exact membrane potential at sample times ``t [S]`` of one neuron per (sample,
+    channel): parameters ``[B, c]``, input weights ``w [B, c, n_pre]``, presynaptic events
+    ``pre_t/pre_i [B, A]``, own threshold crossings ``own_t [B, c, m]`` (inf padding).
+    Returns ``[B, c, S]`` (mV)."""
 
     def neuron(tm, ts, vr, vl, tr, w, pre_t, pre_i, own_t):
         last = jnp.max(jnp.where(own_t[None, :] <= t[:, None], own_t[None, :], -jnp.inf), -1)
@@ -289,21 +451,18 @@ def _membrane(tau_mem, tau_syn, v_reset, v_leak, t_refrac, w, pre_t, pre_i, own_
         u = u + jnp.sum(jnp.where(after, wa * kernel(lag, tm, ts), 0.0), -1)
         return jnp.where(t < t0, vr, vl + u)
 
-    over_neurons = jax.vmap(neuron, in_axes=(0, 0, 0, 0, 0, 0, None, None, 0))
-    return jax.vmap(over_neurons, in_axes=(None,) * 6 + (0, 0, 0))(
+    over_channels = jax.vmap(neuron, in_axes=(0, 0, 0, 0, 0, 0, None, None, 0))
+    return jax.vmap(over_channels)(
         tau_mem, tau_syn, v_reset, v_leak, t_refrac, w, pre_t, pre_i, own_t
     )
 
 
-def _readout(result, key, offset, spec: MockSpec, duration):
-    """Jitter, offset and quantise the recorded times; keep the earliest `buffer` spikes of
-    each sample over all layers. Returns per-layer times, indices and the overflow flag."""
-    layers = result.layers
-    keys = jax.random.split(key, len(layers))
+def _readout(layers, offset, spec: MockSpec):
+    """Offset and quantise the emitted times; keep the earliest `buffer` spikes of each
+    sample over all layers. Returns per-layer times, indices and the overflow flag."""
     times = []
-    for k, sp in enumerate(layers):
-        noise = spec.jitter * jax.random.normal(keys[k], sp.times.shape, sp.times.dtype)
-        t = jnp.floor((sp.times + offset + noise) / spec.resolution) * spec.resolution
+    for sp in layers:
+        t = jnp.floor((sp.times + offset) / spec.resolution) * spec.resolution
         times.append(jnp.where(jnp.isfinite(sp.times), jnp.maximum(t, 0.0), jnp.inf))
     # The buffer fills in time order across layers.
     every = jnp.concatenate(times, axis=-1)
