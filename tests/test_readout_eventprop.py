@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import eventsnn as es
 from eventsnn import loss as L
@@ -22,8 +23,8 @@ BAND = dict(lower=0.75, upper=2.6)  # spikes per run: some hidden neurons outsid
 
 
 def model():
-    """``(hidden network, readout)``: the readout is an `LIReadout` for the voltage losses
-    and the weights of a spiking output layer for ``count``."""
+    """``(hidden network, readout)``: the hidden layer's neurons differ in every parameter;
+    the readout's weights and time constants also serve the spiking outputs of ``count``."""
     rng = np.random.default_rng(11)
     hidden = es.dense_layer(
         rng.normal(1.3, 0.7, (N_IN, HIDDEN)),
@@ -109,43 +110,43 @@ def _records(records):
     return [np.asarray(r.layers[k].indices) for r in records for k in range(len(r.layers))]
 
 
-def test_gradients_match_finite_differences_and_the_event_loop():
-    """Each term alone (the others weighted 0): the windowed EventProp gradient w.r.t. the
-    hidden weights, recurrent weights, tau_mem, tau_syn, v_th, the readout's parameters and
-    the input times against central differences along random directions of one parameter
-    at a time, and against EventProp over the event loop."""
+def _unit(k):
+    return np.eye(len(TERMS))[k]
+
+
+def test_the_case_exercises_every_term():
+    """Several spikes per hidden neuron, hidden counts on both sides of the penalty's
+    band, output spikes to count; the windowed record is sorted as peak(presorted=True)
+    (used in the loss) needs."""
     params, x = model(), inputs()
-    times = jnp.asarray(x.times)
-    first = np.eye(len(TERMS))[0]
-    _, (res, res_out) = value_and_grad(params, times, x.indices, first, WINDOWS)[0]
+    _, (res, res_out) = value_and_grad(params, x.times, x.indices, _unit(0), WINDOWS)[0]
     assert not bool(np.asarray(res.overflow).any() | np.asarray(res_out.overflow).any())
     hidden = res.layers[0]
     per_neuron = np.asarray(L.weighted_spike_counts(hidden, HIDDEN, T_MAX))
     idx = np.asarray(hidden.indices)
-    assert max(np.sum(row == j) for row in idx for j in range(HIDDEN)) >= 4  # multi-spike
+    assert max(np.sum(row == j) for row in idx for j in range(HIDDEN)) >= 4
     assert np.any(per_neuron > BAND["upper"]) and np.any(per_neuron < BAND["lower"])
-    assert int(np.asarray(res_out.counts).sum()) >= 2  # output spikes to count
-    # peak(presorted=True) above needs the windowed record sorted, padding last.
+    assert int(np.asarray(res_out.counts).sum()) >= 2
     np.testing.assert_array_equal(
         peak(params[1], hidden, T_MAX, presorted=True)[0], peak(params[1], hidden, T_MAX)[0]
     )
-    point = _leaves(*params)
-    rng = np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("k", range(len(TERMS)), ids=TERMS)
+def test_gradients_match_finite_differences(k):
+    """One term alone (the others weighted 0): the windowed EventProp gradient w.r.t. the
+    hidden weights, recurrent weights, tau_mem, tau_syn, v_th, the readout's parameters
+    and the input times against central differences along random directions of one
+    parameter at a time (in its scale), skipped as in `gradcheck.fd_check` where a step
+    changes the spikes or curves the loss too much; most must be checked."""
+    params, x = model(), inputs()
+    times, c = jnp.asarray(x.times), _unit(k)
+    (value, records), (g_params, g_t) = value_and_grad(params, times, x.indices, c, WINDOWS)
+    grads, point = _leaves(*g_params), _leaves(*params)
+    rng = np.random.default_rng(3 + k)
     checked = total = 0
-    for k, term in enumerate(TERMS):
-        c = np.eye(len(TERMS))[k]
-        (value, records), (g_params, g_t) = value_and_grad(params, times, x.indices, c, WINDOWS)
-        grads = _leaves(*g_params)
-        # EventProp over the event loop: the same loss and gradients.
-        (loop_value, _), (g_loop, g_loop_t) = value_and_grad(params, times, x.indices, c, None)
-        np.testing.assert_allclose(float(loop_value), float(value), rtol=1e-12, err_msg=term)
-        for name, gl in [*_leaves(*g_loop).items(), ("times", g_loop_t)]:
-            g = np.asarray(g_t if name == "times" else grads[name])
-            gl = np.asarray(gl)
-            tol = 1e-9 * max(np.max(np.abs(gl)), 1e-12)
-            np.testing.assert_allclose(g, gl, rtol=0, atol=tol, err_msg=f"{term} {name}")
-        # Central differences along a random direction of each parameter, in its scale.
-        for name in [*point, "times"]:
+    for name in [*point, "times"]:
+        for _ in range(2):
             total += 1
             if name == "times":
                 d_t, d = rng.normal(size=times.shape) * MS, None
@@ -154,23 +155,48 @@ def test_gradients_match_finite_differences_and_the_event_loop():
                 d_t, d = np.zeros(times.shape), rng.normal(size=p.shape) * np.abs(p)
             eps = 1e-6
 
-            def at(h, name=name, d=d, d_t=d_t, c=c):
+            def at(h, name=name, d=d, d_t=d_t):
                 moved = params if d is None else _replace(params, name, point[name] + h * d)
                 (value, records), _ = value_and_grad(moved, times + h * d_t, x.indices, c, WINDOWS)
                 return float(value), _records(records)
 
-            (lp, rp), (lm, rm) = at(eps), at(-eps)
+            fd, fd_small, records_moved = [], [], []
+            for h, out in ((eps, fd), (eps / 4, fd_small)):
+                (lp, rp), (lm, rm) = at(h), at(-h)
+                out.append((lp - lm) / (2 * h))
+                records_moved += [rp, rm]
             same = all(
-                np.array_equal(a, b) and np.array_equal(a, r)
-                for a, b, r in zip(rp, rm, _records(records))
+                np.array_equal(a, b) for r in records_moved for a, b in zip(r, _records(records))
             )
-            if not same:
-                continue  # a spike appeared, vanished or swapped within the step
-            fd = (lp - lm) / (2 * eps)
+            fd, fd_small = fd[0], fd_small[0]
+            bound = 1e-6 * max(abs(fd), 1e-3 * abs(float(value)))
+            # Skipped: a spike appears, vanishes or swaps within the step, or the loss
+            # curves too much for the step (a near-grazing crossing: fd(eps) != fd(eps/4)).
+            if not same or abs(fd - fd_small) > bound:
+                continue
             directional = float(jnp.sum(g_t * d_t))
             if d is not None:
                 directional += float(jnp.sum(grads[name] * d))
-            bound = 1e-6 * max(abs(fd), 1e-3 * abs(float(value)))
-            assert abs(directional - fd) <= bound, (term, name, directional, fd)
+            assert abs(directional - fd) <= bound, (name, directional, fd)
             checked += 1
-    assert checked >= total - 4, (checked, total)
+    assert checked >= total - 3, (checked, total)
+    if TERMS[k] != "rate":  # the penalty does not see the readout
+        assert np.any(np.asarray(grads["readout.weights"]) != 0)
+
+
+@pytest.mark.slow
+def test_same_gradients_as_the_event_loop():
+    """EventProp over the windows and over the event loop (``windows=None``): the same
+    loss and gradients, every term alone, to 1e-9 of each array's largest entry."""
+    params, x = model(), inputs()
+    for k, term in enumerate(TERMS):
+        (value, _), (g_params, g_t) = value_and_grad(params, x.times, x.indices, _unit(k), WINDOWS)
+        (loop_value, _), (g_loop, g_loop_t) = value_and_grad(
+            params, x.times, x.indices, _unit(k), None
+        )
+        np.testing.assert_allclose(float(loop_value), float(value), rtol=1e-12, err_msg=term)
+        grads = {**_leaves(*g_params), "times": g_t}
+        for name, gl in {**_leaves(*g_loop), "times": g_loop_t}.items():
+            g, gl = np.asarray(grads[name]), np.asarray(gl)
+            tol = 1e-9 * max(np.max(np.abs(gl)), 1e-12)
+            np.testing.assert_allclose(g, gl, rtol=0, atol=tol, err_msg=f"{term} {name}")
