@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from calib.backend_args import positive_int
 from eventsnn.classify_spikes import SpikeClassifierConfig
 from eventsnn.train import TrainConfig
 
@@ -79,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         ("--batch-size", "samples per step", train.batch_size),
         ("--hidden", "hidden neurons", model.hidden),
     ):
-        p.add_argument(flag, type=int, default=None, help=f"{what} (default {value})")
+        p.add_argument(flag, type=positive_int, default=None, help=f"{what} (default {value})")
     p.add_argument(
         "--metrics",
         type=Path,
@@ -105,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--train-samples",
-        type=int,
+        type=positive_int,
         default=None,
         help="use only the first N training samples (quick runs)",
     )
@@ -137,6 +138,11 @@ def main(argv=None) -> float:
         model, train = configs(args)
     except ValueError as e:
         parser().error(str(e))
+    if args.train_samples is not None and args.train_samples < train.batch_size:
+        parser().error(
+            f"--train-samples {args.train_samples} is less than one batch "
+            f"({train.batch_size} samples): lower --batch-size or use more samples"
+        )
     from eventsnn.datasets import DatasetNotFoundError
     from eventsnn.tasks import run_spike_task
 

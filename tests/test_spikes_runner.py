@@ -46,6 +46,10 @@ def _exit(argv, capsys):
         (["--engine", "discrete", "--grad", "eventprop"], "does not go with engine"),
         (["--engine", "event", "--grad", "surrogate"], "does not go with engine"),
         (["--resume"], "--resume needs --checkpoint"),
+        (["--hidden", "0"], "must be a positive integer"),
+        (["--epochs", "-1"], "must be a positive integer"),
+        (["--batch-size", "0"], "must be a positive integer"),
+        (["--train-samples", "16"], "less than one batch"),
     ],
 )
 def test_bad_combination_is_one_clear_error(argv, message, capsys):
@@ -53,6 +57,22 @@ def test_bad_combination_is_one_clear_error(argv, message, capsys):
     assert code == 2
     errors = [line for line in err if "error" in line]
     assert len(errors) == 1 and message in errors[0], err
+
+
+def test_fit_refuses_fewer_samples_than_one_batch():
+    """Before anything compiles (it was optax's 'decay_steps=0' error, or a ZeroDivision)."""
+    import jax.numpy as jnp
+
+    from eventsnn.train import TrainConfig, fit
+
+    data = (jnp.zeros((5, 1)), jnp.zeros(5, jnp.int32))
+    for cfg, message in (
+        (TrainConfig(epochs=1, batch_size=8), "batch_size 8 exceeds the 5 training samples"),
+        (TrainConfig(epochs=0, batch_size=2), "epochs >= 1"),
+        (TrainConfig(epochs=1, batch_size=0), "batch_size >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit(jnp.zeros(3), None, data, None, cfg)
 
 
 def test_missing_dataset_file_is_one_line(tmp_path, capsys):

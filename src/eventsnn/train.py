@@ -156,7 +156,17 @@ def fit(
     """
     inputs, labels = train_data
     n = labels.shape[0]
+    if not (cfg.epochs >= 1 and cfg.batch_size >= 1):
+        raise ValueError(
+            f"TrainConfig needs epochs >= 1 and batch_size >= 1, got {cfg.epochs} and "
+            f"{cfg.batch_size}."
+        )
     n_batches = n // cfg.batch_size
+    if n_batches == 0:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} exceeds the {n} training samples: lower batch_size "
+            "or train on more samples."
+        )
     opt = optimizer(cfg, n_batches)
     # weights, optimiser state, and their moving average (None when not averaging)
     state = (params, opt.init(params), None if cfg.average is None else params)
