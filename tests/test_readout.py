@@ -360,3 +360,19 @@ def test_peak_bounds_the_trace_and_integral_is_linear(seed, ratio, k):
     assert np.all(value >= 0)
     assert np.all(value[None, :] >= v_at - 1e-12)
     np.testing.assert_allclose(linear, parts, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(weights=np.ones(3)), "weights must be 2-D"),
+        (dict(tau_mem=np.ones(2) * MS), r"tau_mem must be a scalar or have shape \(3,\)"),
+        (dict(tau_syn=0.0), r"LIReadout.tau_syn must be > 0 seconds"),
+        (dict(weights=np.full((2, 3), np.nan)), "LIReadout.weights must be finite"),
+        (dict(delay=-1e-3), "delay must be a number of seconds >= 0"),
+    ],
+)
+def test_readout_refuses_bad_parameters(kwargs, message):
+    args = dict(weights=np.ones((2, 3)), tau_mem=10 * MS, tau_syn=5 * MS) | kwargs
+    with pytest.raises(ValueError, match=message):
+        LIReadout(args.pop("weights"), **args)
