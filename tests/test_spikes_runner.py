@@ -46,6 +46,7 @@ def _exit(argv, capsys):
         (["--engine", "discrete", "--grad", "eventprop"], "does not go with engine"),
         (["--engine", "event", "--grad", "surrogate"], "does not go with engine"),
         (["--resume"], "--resume needs --checkpoint"),
+        (["--engine", "discrete", "--loss", "count"], "loss 'count' (spiking outputs) needs"),
         (["--hidden", "0"], "must be a positive integer"),
         (["--epochs", "-1"], "must be a positive integer"),
         (["--batch-size", "0"], "must be a positive integer"),

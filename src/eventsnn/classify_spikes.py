@@ -84,6 +84,11 @@ class SpikeClassifierConfig:
             )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
+        if self.loss == "count" and self.engine != "event":
+            raise ValueError(
+                "loss 'count' (spiking outputs) needs engine 'event'; the discrete engine "
+                "reads a leaky-integrator readout: use loss 'max' or 'integral'."
+            )
         for name in ("tau_mem", "tau_syn", "readout_tau_mem", "readout_tau_syn", "t_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}.")
