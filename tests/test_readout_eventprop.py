@@ -1,8 +1,9 @@
 """Multi-spike training losses end to end through EventProp: a recurrent multi-spike
 hidden layer (windowed engine, exact EventProp) read by a leaky-integrator readout (its
-maximum or its integral) or by spiking outputs (weighted spike counts), plus the
-firing-rate penalty on the hidden spikes. Gradients against central finite differences
-(float64) and against EventProp over the event loop (``windows=None``)."""
+maximum or its integral) or by spiking outputs (weighted spike counts; EventProp on the
+event loop), plus the firing-rate penalty on the hidden spikes. Gradients against central
+finite differences (float64) and against the hidden layer's EventProp over the event loop
+(``windows=None``, slow: another compile)."""
 
 import equinox as eqx
 import jax
