@@ -28,11 +28,11 @@ from eventsnn.train import TrainConfig
 CONFIGS = {
     "event": (
         SpikeClassifierConfig(engine="event", grad="eventprop"),
-        TrainConfig(epochs=30, batch_size=32, learning_rate=2e-3, final_learning_rate=1e-4),
+        TrainConfig(epochs=30, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4),
     ),
     "discrete": (
         SpikeClassifierConfig(engine="discrete", grad="surrogate"),
-        TrainConfig(epochs=30, batch_size=32, learning_rate=2e-3, final_learning_rate=1e-4),
+        TrainConfig(epochs=30, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4),
     ),
 }
 
