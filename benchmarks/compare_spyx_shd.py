@@ -242,27 +242,12 @@ def discrete_side(w: dict, x: np.ndarray, labels: np.ndarray, readout: str, timi
     return out
 
 
-# -- eventsnn: the exact event engine (to be filled in) ---------------------------------------
-def exact_side(w_exact: dict, data: dict, t_sim: float = T_SIM, timing: bool = True) -> dict:
-    """eventsnn's exact event engine (multi-spike CuBa-LIF with recurrence, leaky-integrator
-    readout, EventProp, float32) on the same network, weights and inputs.
-
-    Args:
-        w_exact: ``w_in [700, 256]``, ``w_rec [256, 256]``, ``w_out [256, 20]``, float32:
-            the shared weights as jumps of I (Spyx's times `exact_weight_scale`).
-        data: ``times [batch, k]`` (s, float32, inf-padded), ``channels [batch, k]``
-            (int32, -1-padded), ``labels [batch]`` (int32): the same spikes the Spyx side
-            gets binned.
-        t_sim: simulated time (s); tau_mem, tau_syn, v_th: the module constants; reset to 0,
-            no refractoriness, no delay.
-
-    Returns (to be timed exactly like `discrete_side`: ``best_time(..., repeats=3,
-    min_seconds=0.0)`` after a compiling call, ``grad_memory`` of the jitted gradient):
-        ``fwd_b32`` and ``grad_b32`` (samples/s of the max-over-time readout and of the
-        gradient of the cross-entropy of it, with respect to the three weight matrices only),
-        ``grad_temp_bytes``, ``spikes_per_sample`` (hidden), ``readout_max [batch, 20]`` and
-        ``grads`` (three arrays, the shapes of ``w_exact``), for parity with Spyx.
-    """
+# -- eventsnn: the exact event engine ---------------------------------------------------------
+def exact_functions(t_sim: float = T_SIM):
+    """``(forward, loss, budget)`` of the exact side: ``forward(params, times, channels)``
+    gives the readout maxima ``[batch, 20]``, hidden spike counts and overflow flags;
+    ``loss(params, times, channels, labels)`` the max-voltage cross-entropy (params: the
+    three weight matrices as jumps of I)."""
     import jax
     import jax.numpy as jnp
 
@@ -292,6 +277,33 @@ def exact_side(w_exact: dict, data: dict, t_sim: float = T_SIM, timing: bool = T
         v_max = forward(params, times, channels)[0]
         return -jnp.mean(jax.nn.log_softmax(v_max)[jnp.arange(y.shape[0]), y])
 
+    return forward, loss, budget
+
+
+def exact_side(w_exact: dict, data: dict, t_sim: float = T_SIM, timing: bool = True) -> dict:
+    """eventsnn's exact event engine (multi-spike CuBa-LIF with recurrence, leaky-integrator
+    readout, EventProp, float32) on the same network, weights and inputs.
+
+    Args:
+        w_exact: ``w_in [700, 256]``, ``w_rec [256, 256]``, ``w_out [256, 20]``, float32:
+            the shared weights as jumps of I (Spyx's times `exact_weight_scale`).
+        data: ``times [batch, k]`` (s, float32, inf-padded), ``channels [batch, k]``
+            (int32, -1-padded), ``labels [batch]`` (int32): the same spikes the Spyx side
+            gets binned.
+        t_sim: simulated time (s); tau_mem, tau_syn, v_th: the module constants; reset to 0,
+            no refractoriness, a synaptic delay of one step (`EXACT_DELAY`).
+
+    Returns (to be timed exactly like `discrete_side`: ``best_time(..., repeats=3,
+    min_seconds=0.0)`` after a compiling call, ``grad_memory`` of the jitted gradient):
+        ``fwd_b32`` and ``grad_b32`` (samples/s of the max-over-time readout and of the
+        gradient of the cross-entropy of it, with respect to the three weight matrices only),
+        ``grad_temp_bytes``, ``spikes_per_sample`` (hidden), ``readout_max [batch, 20]`` and
+        ``grads`` (three arrays, the shapes of ``w_exact``), for parity with Spyx.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    forward, loss, budget = exact_functions(t_sim)
     params = tuple(jnp.asarray(w_exact[k]) for k in ("w_in", "w_rec", "w_out"))
     times, channels = jnp.asarray(data["times"]), jnp.asarray(data["channels"])
     y = jnp.asarray(data["labels"])
