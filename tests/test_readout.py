@@ -228,8 +228,11 @@ def test_peak_batch_presorted_and_padding():
     sorted_ = es.Spikes(np.take_along_axis(t, order, 1), np.take_along_axis(idx, order, 1))
     v2, _ = peak(ro, sorted_, 25 * MS, presorted=True)
     np.testing.assert_allclose(v2, value, rtol=1e-13)
-    # Only the real spikes, without any padding: the same maximum, on the dense grid too.
-    v3, t3 = peak(ro, es.Spikes(t[2][real[2]], idx[2][real[2]]), 25 * MS)
+    # Only the real spikes, padding at the end: the same maximum, on the dense grid too.
+    n_real = int(real[2].sum())
+    t_real = np.concatenate([t[2][real[2]], np.full(12 - n_real, np.inf)])
+    i_real = np.concatenate([idx[2][real[2]], np.full(12 - n_real, -1)])
+    v3, _ = peak(ro, es.Spikes(t_real, i_real), 25 * MS)
     np.testing.assert_allclose(value[2], v3, rtol=1e-13)
     assert_peak_on_dense_grid(ro, es.Spikes(t[2], idx[2]), 25 * MS, value[2], time[2])
 

@@ -96,9 +96,10 @@ def task_plots(directory: Path, weights, cfg, splits, history) -> list[Path]:
     return paths
 
 
-def spike_task_plots(directory: Path, params, cfg, data, history) -> list[Path]:
+def spike_task_plots(directory: Path, params, cfg, data, history, hidden=None) -> list[Path]:
     """Write learning_curves.png and raster.png (the first test sample's input and hidden
-    spikes, and its readout voltage for the LI readout) into `directory`."""
+    spikes, and its readout voltage for the LI readout) into `directory`. `hidden`: that
+    sample's hidden `Spikes` where already computed (else simulated here, op by op)."""
     from . import classify_spikes
     from .network import Spikes
 
@@ -111,9 +112,11 @@ def spike_task_plots(directory: Path, params, cfg, data, history) -> list[Path]:
 
     sample = data.subset(np.arange(1)).to_device()
     x = sample.spikes()
-    _, hidden, _, _ = classify_spikes.outputs(params, x, cfg)
+    if hidden is None:
+        batch = classify_spikes.outputs(params, x, cfg)[1]
+        hidden = Spikes(batch.times[0], batch.indices[0])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
-    records = [Spikes(x.times[0], x.indices[0]), Spikes(hidden.times[0], hidden.indices[0])]
+    records = [Spikes(x.times[0], x.indices[0]), hidden]
     raster(top, records, (cfg.n_in, cfg.hidden), cfg.t_max)
     top.set_title(f"spike raster (label {int(sample.labels[0])}): inputs, then hidden")
     if cfg.engine == "event" and cfg.loss != "count":

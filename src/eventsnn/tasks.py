@@ -192,21 +192,51 @@ def spike_splits(dataset: str, seed: int, data_dir: Path | None = None, train_sa
     return {"train": train, "validation": validation, "test": test}
 
 
-def spike_accuracy(params, data, cfg, batch: int = 256) -> float:
-    """Accuracy of `classify_spikes.predict` on a `SpikeDataset`, in batches."""
-    correct = 0
+#: Samples per evaluation batch: every batch has this shape (one compile for all splits).
+EVAL_BATCH = 256
+
+
+def _eval_batches(data, batch: int):
+    """``(device batch of `batch` samples, mask of the real ones)`` over `data`; the last
+    batch is padded with copies of its first sample."""
     for start in range(0, len(data), batch):
-        part = data.subset(np.arange(start, min(start + batch, len(data)))).to_device()
-        pred = _predict_spikes(params, part.spikes(), cfg)
-        correct += int(jnp.sum(pred == part.labels))
-    return correct / len(data)
+        idx = np.arange(start, start + batch)
+        real = idx < len(data)
+        yield data.subset(np.where(real, idx, start)).to_device(), real
+
+
+def spike_metrics(params, data, cfg, batch: int = EVAL_BATCH) -> tuple[float, float]:
+    """``(accuracy, hidden spikes per neuron and sample)`` of `classify_spikes` on a
+    `SpikeDataset`, in batches of one shape (padding not counted)."""
+    correct = spikes = 0
+    for part, real in _eval_batches(data, batch):
+        pred, hidden = _predict_and_hidden(params, part.spikes(), cfg)
+        correct += int(jnp.sum((pred == part.labels) & real))
+        spikes += int(jnp.sum(jnp.isfinite(hidden.times) & real[:, None]))
+    return correct / len(data), spikes / (len(data) * cfg.hidden)
+
+
+def spike_accuracy(params, data, cfg, batch: int = EVAL_BATCH) -> float:
+    """Accuracy of `classify_spikes.predict` on a `SpikeDataset` (see `spike_metrics`)."""
+    return spike_metrics(params, data, cfg, batch)[0]
+
+
+def first_hidden(params, data, cfg, batch: int = EVAL_BATCH):
+    """The hidden spikes (`Spikes` ``[max_spikes]``) of the first sample of `data`, from
+    the evaluation's compiled forward pass (plots)."""
+    part, _ = next(_eval_batches(data, batch))
+    hidden = _predict_and_hidden(params, part.spikes(), cfg)[1]
+    return jax.tree.map(lambda x: x[0], hidden)
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _predict_spikes(params, inputs, cfg):
-    from .classify_spikes import predict
+def _predict_and_hidden(params, inputs, cfg):
+    """Predicted classes ``[batch]`` (as `classify_spikes.predict`) and the hidden spikes
+    ``[batch, k]``, from one forward pass."""
+    from .classify_spikes import outputs
 
-    return predict(params, inputs, cfg)
+    scores, hidden, *_ = outputs(params, inputs, cfg)
+    return jnp.argmax(scores, axis=-1), hidden
 
 
 def run_spike_task(
@@ -263,9 +293,10 @@ def run_spike_task(
     elapsed = time.perf_counter() - start
     test = splits["test"]
     seconds = [e["epoch_seconds"] for e in history.epochs]
+    test_accuracy, hidden_rate = spike_metrics(params, test, model)
     final = {
-        "test_accuracy": spike_accuracy(params, test, model),
-        "hidden_spikes_per_neuron": hidden_rate(params, test, model),
+        "test_accuracy": test_accuracy,
+        "hidden_spikes_per_neuron": hidden_rate,
         "epochs": len(history.epochs),
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
         "dataset": test.name,
@@ -275,18 +306,6 @@ def run_spike_task(
     if plots_dir is not None:
         from .plot import spike_task_plots
 
-        spike_task_plots(Path(plots_dir), params, model, test, history)
+        hidden = first_hidden(params, test, model)
+        spike_task_plots(Path(plots_dir), params, model, test, history, hidden=hidden)
     return {**final, "weights": params, "history": history, "wall_seconds": elapsed}
-
-
-def hidden_rate(params, data, cfg, batch: int = 256) -> float:
-    """Mean spikes per hidden neuron and sample on `data` (the event engine's count)."""
-    from .classify_spikes import outputs
-
-    fn = jax.jit(lambda p, x: outputs(p, x, cfg)[1], static_argnums=())
-    total = 0
-    for start in range(0, len(data), batch):
-        part = data.subset(np.arange(start, min(start + batch, len(data)))).to_device()
-        hidden = fn(params, part.spikes())
-        total += int(jnp.sum(jnp.isfinite(hidden.times)))
-    return total / (len(data) * cfg.hidden)

@@ -100,9 +100,10 @@ def write_metrics(path: Path, history: History, final: dict | None = None) -> No
 class Progress:
     """One line per epoch on stderr (rewritten in place on a terminal)."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.stream = total, stream
-        self.tty = stream.isatty()
+    def __init__(self, total: int, stream=None):
+        # sys.stderr as it is now, not as it was at import (redirected or captured since)
+        self.total, self.stream = total, sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty()
 
     def update(self, epoch: int, record: dict) -> None:
         width = 20

@@ -1,0 +1,177 @@
+"""The spike-train task runner ``python -m tasks.spikes``: options, errors, and tiny runs
+on the offline digits (metrics, checkpoint, plots; resume bit-identical; other engines)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tasks.spikes import configs, main, parser
+
+needs_digits = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None,
+    reason="the digits dataset needs scikit-learn (eventsnn[digits])",
+)
+
+TINY = ["--dataset", "digits", "--epochs", "1", "--train-samples", "64", "--hidden", "16"]
+
+
+def test_help_lists_the_options():
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.spikes", "--help"], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for option in (
+        "--dataset", "--data-dir", "--engine", "--grad", "--loss", "--seed", "--epochs",
+        "--batch-size", "--hidden", "--metrics", "--plots", "--checkpoint", "--resume",
+        "--train-samples", "digits", "shd", "ssc", "eventprop", "analytic", "discrete",
+    ):  # fmt: skip
+        assert option in out.stdout, option
+
+
+def _exit(argv, capsys):
+    """Run the runner in this process; return (exit code, stderr lines)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--engine", "discrete", "--grad", "eventprop"], "does not go with engine"),
+        (["--engine", "event", "--grad", "surrogate"], "does not go with engine"),
+        (["--resume"], "--resume needs --checkpoint"),
+    ],
+)
+def test_bad_combination_is_one_clear_error(argv, message, capsys):
+    code, err = _exit(argv, capsys)
+    assert code == 2
+    errors = [line for line in err if "error" in line]
+    assert len(errors) == 1 and message in errors[0], err
+
+
+def test_missing_dataset_file_is_one_line(tmp_path, capsys):
+    code, err = _exit(["--dataset", "shd", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    assert "shd_train.h5" in err[0] and str(tmp_path) in err[0]
+
+
+def test_configs_follow_the_options():
+    model, train = configs(parser().parse_args([]))
+    assert (model.engine, model.grad, model.loss, model.recurrent) == (
+        "event", "eventprop", "max", True,
+    )  # fmt: skip
+    model, train = configs(parser().parse_args(["--engine", "discrete", *TINY[2:]]))
+    assert (model.grad, model.hidden, train.epochs) == ("surrogate", 16, 1)
+    model, _ = configs(parser().parse_args(["--grad", "analytic", "--loss", "count"]))
+    assert (model.grad, model.loss) == ("analytic", "count")
+
+
+def _metrics(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@needs_digits
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "discrete",  # surrogate gradients: compiles in seconds
+        # the default (windowed EventProp): ~40 s CPU, most of it compiling the gradient
+        pytest.param("event", marks=pytest.mark.slow),
+    ],
+)
+def test_tiny_run_end_to_end(tmp_path, capfd, engine):
+    """One epoch on 64 digits: the progress line, the final JSON and accuracy lines, the
+    metrics file (an epoch record, then the final record), a checkpoint and the plots."""
+    metrics, plots, ckpt = tmp_path / "m.jsonl", tmp_path / "plots", tmp_path / "ckpt"
+    argv = [*TINY, "--engine", engine, "--metrics", str(metrics), "--checkpoint", str(ckpt)]
+    try:
+        import matplotlib  # noqa: F401
+
+        argv += ["--plots", str(plots)]
+    except ImportError:
+        plots = None
+    accuracy = main(argv)
+    out = capfd.readouterr()
+    lines = out.out.strip().splitlines()
+    assert lines[-1] == f"test accuracy: {100 * accuracy:.2f}%"
+    summary = json.loads(lines[-2])
+    records = _metrics(metrics)
+    assert [r["epoch"] for r in records[:-1]] == [1]
+    assert np.isfinite(records[0]["train_loss"]) and 0 <= records[0]["val_accuracy"] <= 1
+    final = records[-1]
+    assert final["test_accuracy"] == accuracy == summary["test_accuracy"]
+    assert 0 <= accuracy <= 1
+    assert final["hidden_spikes_per_neuron"] == summary["hidden_spikes_per_neuron"] > 0
+    assert summary["dataset"] == "digits" and summary["epochs"] == 1
+    assert "epoch    1/1" in out.out + out.err  # the progress line
+    assert (ckpt / "checkpoint.npz").stat().st_size > 0
+    if plots is not None:
+        for name in ("learning_curves.png", "raster.png"):
+            assert (plots / name).stat().st_size > 1000
+
+
+def _run(tmp_path, argv, **kw):
+    from eventsnn.tasks import run_spike_task
+
+    args = parser().parse_args(argv)
+    model, train = configs(args)
+    return run_spike_task(
+        args.dataset, model, train, train_samples=args.train_samples,
+        metrics_path=tmp_path / "m.jsonl", checkpoint_dir=tmp_path / "ckpt", **kw,
+    )  # fmt: skip
+
+
+def _without_time(records):
+    return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "seconds_per_epoch")}
+            for r in records]  # fmt: skip
+
+
+@pytest.mark.slow
+@needs_digits
+def test_resume_is_bit_identical(tmp_path):
+    """Two epochs at once, and one epoch then a resumed second: the same weights bit for
+    bit and the same metrics (timings aside)."""
+    argv = [*TINY, "--epochs", "2"]
+    full = _run(tmp_path / "a", argv)
+    _run(tmp_path / "b", argv, stop_after=1)
+    resumed = _run(tmp_path / "b", argv, resume=True)
+    for a, b in zip(full["weights"], resumed["weights"]):
+        if a is None:
+            assert b is None
+            continue
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert _without_time(_metrics(tmp_path / "a" / "m.jsonl")) == _without_time(
+        _metrics(tmp_path / "b" / "m.jsonl")
+    )
+    assert [r["epoch"] for r in _metrics(tmp_path / "b" / "m.jsonl")[:-1]] == [1, 2]
+
+
+@pytest.mark.slow
+@needs_digits
+@pytest.mark.parametrize("loss", ["integral", "count"])
+def test_other_losses_run(tmp_path, loss):
+    accuracy = main([*TINY, "--loss", loss, "--metrics", str(tmp_path / "m.jsonl")])
+    final = _metrics(tmp_path / "m.jsonl")[-1]
+    assert final["test_accuracy"] == accuracy and 0 <= accuracy <= 1
+    assert final["hidden_spikes_per_neuron"] > 0
+
+
+@pytest.mark.slow
+@needs_digits
+def test_analytic_and_eventprop_train_alike(tmp_path):
+    """The event loop differentiated through its events (``--grad analytic``) and the
+    windows by EventProp: the same spikes and gradients, so the same run (float64)."""
+    runs = [_run(tmp_path / g, [*TINY, "--grad", g]) for g in ("eventprop", "analytic")]
+    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
+    assert runs[0]["hidden_spikes_per_neuron"] == runs[1]["hidden_spikes_per_neuron"]
+    loss = [r["history"].epochs[0]["train_loss"] for r in runs]
+    np.testing.assert_allclose(loss[1], loss[0], rtol=1e-9)
+    for a, b in zip(runs[0]["weights"], runs[1]["weights"]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-7)
