@@ -35,8 +35,9 @@ the exact side gets the weights times that factor.
 
 eventsnn sides: the discrete engine (``simulate_discrete`` with ``SpyxStep``: Spyx's step
 rule as a configuration; the same weights and dense inputs), timed the same way, with its
-parity against Spyx; and `exact_side`, the exact event engine (EventProp, float32), not
-built yet: it raises NotImplementedError and the final figures say so.
+parity against Spyx; and `exact_side`, the exact event engine (windowed, EventProp,
+float32, a 1 ms synaptic delay on input and recurrent synapses as the counterpart of Spyx's
+one-step lag), timed the same way, with its loose parity (exact against surrogate).
 
 Figures (best of ``--blocks`` blocks, blocks alternating between the sides, compile
 excluded, ``block_until_ready``): samples/s forward and forward+gradient at batch 32,
@@ -45,9 +46,9 @@ hidden spikes per sample. ``--curves``: Spyx's gradient time against input spike
 sample (1k, 4k, 16k at 1 s) and simulated time (0.25, 1, 4 s at 11.4 Hz).
 
 Final JSON line: ``shd_fwd_b32_ratio``, ``shd_grad_b32_ratio`` (eventsnn exact samples/s
-over Spyx's), ``shd_peak_mem_ratio`` (Spyx's gradient temporary memory over the exact
-side's), ``shd_spikes_per_sample`` and the absolute figures, once `exact_side` exists;
-until then the Spyx and discrete figures (``discrete_*_ratio``: discrete engine over Spyx)
+over Spyx's; goal >= 1), ``shd_peak_mem_ratio`` (the exact side's compiled gradient
+temporary memory over Spyx's; goal <= 0.25), ``shd_spikes_per_sample`` and the absolute
+figures; the Spyx and discrete figures (``discrete_*_ratio``: discrete engine over Spyx)
 and the parity keys:
 
 - ``discrete_trace_max_abs_diff`` / ``discrete_grad_max_rel_diff``: the discrete engine
@@ -241,27 +242,12 @@ def discrete_side(w: dict, x: np.ndarray, labels: np.ndarray, readout: str, timi
     return out
 
 
-# -- eventsnn: the exact event engine (to be filled in) ---------------------------------------
-def exact_side(w_exact: dict, data: dict, t_sim: float = T_SIM, timing: bool = True) -> dict:
-    """eventsnn's exact event engine (multi-spike CuBa-LIF with recurrence, leaky-integrator
-    readout, EventProp, float32) on the same network, weights and inputs.
-
-    Args:
-        w_exact: ``w_in [700, 256]``, ``w_rec [256, 256]``, ``w_out [256, 20]``, float32:
-            the shared weights as jumps of I (Spyx's times `exact_weight_scale`).
-        data: ``times [batch, k]`` (s, float32, inf-padded), ``channels [batch, k]``
-            (int32, -1-padded), ``labels [batch]`` (int32): the same spikes the Spyx side
-            gets binned.
-        t_sim: simulated time (s); tau_mem, tau_syn, v_th: the module constants; reset to 0,
-            no refractoriness, no delay.
-
-    Returns (to be timed exactly like `discrete_side`: ``best_time(..., repeats=3,
-    min_seconds=0.0)`` after a compiling call, ``grad_memory`` of the jitted gradient):
-        ``fwd_b32`` and ``grad_b32`` (samples/s of the max-over-time readout and of the
-        gradient of the cross-entropy of it, with respect to the three weight matrices only),
-        ``grad_temp_bytes``, ``spikes_per_sample`` (hidden), ``readout_max [batch, 20]`` and
-        ``grads`` (three arrays, the shapes of ``w_exact``), for parity with Spyx.
-    """
+# -- eventsnn: the exact event engine ---------------------------------------------------------
+def exact_functions(t_sim: float = T_SIM):
+    """``(forward, loss, budget)`` of the exact side: ``forward(params, times, channels)``
+    gives the readout maxima ``[batch, 20]``, hidden spike counts and overflow flags;
+    ``loss(params, times, channels, labels)`` the max-voltage cross-entropy (params: the
+    three weight matrices as jumps of I)."""
     import jax
     import jax.numpy as jnp
 
@@ -291,6 +277,33 @@ def exact_side(w_exact: dict, data: dict, t_sim: float = T_SIM, timing: bool = T
         v_max = forward(params, times, channels)[0]
         return -jnp.mean(jax.nn.log_softmax(v_max)[jnp.arange(y.shape[0]), y])
 
+    return forward, loss, budget
+
+
+def exact_side(w_exact: dict, data: dict, t_sim: float = T_SIM, timing: bool = True) -> dict:
+    """eventsnn's exact event engine (multi-spike CuBa-LIF with recurrence, leaky-integrator
+    readout, EventProp, float32) on the same network, weights and inputs.
+
+    Args:
+        w_exact: ``w_in [700, 256]``, ``w_rec [256, 256]``, ``w_out [256, 20]``, float32:
+            the shared weights as jumps of I (Spyx's times `exact_weight_scale`).
+        data: ``times [batch, k]`` (s, float32, inf-padded), ``channels [batch, k]``
+            (int32, -1-padded), ``labels [batch]`` (int32): the same spikes the Spyx side
+            gets binned.
+        t_sim: simulated time (s); tau_mem, tau_syn, v_th: the module constants; reset to 0,
+            no refractoriness, a synaptic delay of one step (`EXACT_DELAY`).
+
+    Returns (to be timed exactly like `discrete_side`: ``best_time(..., repeats=3,
+    min_seconds=0.0)`` after a compiling call, ``grad_memory`` of the jitted gradient):
+        ``fwd_b32`` and ``grad_b32`` (samples/s of the max-over-time readout and of the
+        gradient of the cross-entropy of it, with respect to the three weight matrices only),
+        ``grad_temp_bytes``, ``spikes_per_sample`` (hidden), ``readout_max [batch, 20]`` and
+        ``grads`` (three arrays, the shapes of ``w_exact``), for parity with Spyx.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    forward, loss, budget = exact_functions(t_sim)
     params = tuple(jnp.asarray(w_exact[k]) for k in ("w_in", "w_rec", "w_out"))
     times, channels = jnp.asarray(data["times"]), jnp.asarray(data["channels"])
     y = jnp.asarray(data["labels"])
@@ -590,7 +603,8 @@ def main():
             "eventsnn_grad_temp_bytes": exact[0]["grad_temp_bytes"],
             "shd_fwd_b32_ratio": e["fwd_b32"] / final["spyx_fwd_b32"],
             "shd_grad_b32_ratio": e["grad_b32"] / final["spyx_grad_b32"],
-            "shd_peak_mem_ratio": final["spyx_grad_temp_bytes"] / exact[0]["grad_temp_bytes"],
+            # The issue's definition: eventsnn's over Spyx's (goal <= 0.25).
+            "shd_peak_mem_ratio": exact[0]["grad_temp_bytes"] / final["spyx_grad_temp_bytes"],
             "shd_spikes_per_sample": exact[0]["spikes_per_sample"],
             # Exact against surrogate (not expected to agree closely): the readout maxima,
             # and the gradients in Spyx's units (dL/dw_spyx = scale * dL/dw_exact).

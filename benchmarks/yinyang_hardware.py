@@ -4,7 +4,8 @@ deployment without training in the loop, and training in the loop.
 Prints one JSON line per chip (software, deployed and in-the-loop test accuracy, seconds
 per in-the-loop epoch, calibration residuals) and a summary line.
 Usage: python benchmarks/yinyang_hardware.py [--chip-seeds 0 1 2] [--seed 0]
-       [--software-epochs N] [--epochs N] [--jitter 0.1]
+       [--software-epochs N] [--epochs N] [-o KEY=VALUE] [--calibration-dir DIR]
+       [--software-checkpoint DIR]
 """
 
 from __future__ import annotations
@@ -20,11 +21,30 @@ from _timing import emit, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eventsnn import hardware  # noqa: E402
-from eventsnn.hardware.in_the_loop import HardwareSetup  # noqa: E402
+from eventsnn.hardware.in_the_loop import HardwareSetup, calibration_groups  # noqa: E402
+from eventsnn.hardware.registry import parse_options  # noqa: E402
 from eventsnn.tasks import run_hardware_task, run_point_task  # noqa: E402
-from tasks.yinyang_hardware import configs  # noqa: E402
+from tasks.yinyang_hardware import OUTPUT_WEIGHT_SCALE, configs  # noqa: E402
 
 MODEL, SOFTWARE, IN_THE_LOOP = configs()
+
+
+def chip_calibration(chip, directory: Path | None, output_weight_scale):
+    """The chip's calibration: from ``directory/<backend>-<chip>.json`` where it exists
+    (and was measured on this chip), else measured and written there."""
+    who = chip.identity()
+    path = None if directory is None else directory / f"{who.backend}-{who.chip}.json"
+    if path is not None and path.exists():
+        cal = hardware.Calibration.load(path)
+        cal.check_chip(chip)
+        return cal, 0.0
+    start = time.perf_counter()
+    groups = calibration_groups(chip.limits, hardware.Targets(), output_weight_scale)
+    cal = hardware.calibrate(chip, groups)
+    seconds = time.perf_counter() - start
+    if path is not None:
+        cal.save(path)
+    return cal, seconds
 
 
 def main():
@@ -33,7 +53,16 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--software-epochs", type=int, default=SOFTWARE.epochs)
     p.add_argument("--epochs", type=int, default=IN_THE_LOOP.epochs)
-    p.add_argument("--jitter", type=float, default=0.1, help="us")
+    p.add_argument(
+        "--option", "-o", action="append", default=[], help="mock option KEY=VALUE (MockSpec)"
+    )
+    p.add_argument("--output-weight-scale", type=float, default=OUTPUT_WEIGHT_SCALE)
+    p.add_argument(
+        "--calibration-dir",
+        type=Path,
+        default=None,
+        help="keep calibrations here (<backend>-<chip>.json) and reuse them",
+    )
     p.add_argument(
         "--software-checkpoint",
         type=Path,
@@ -41,15 +70,14 @@ def main():
         help="directory to keep the software-trained network in; reused when complete",
     )
     args = p.parse_args()
+    options = parse_options(args.option)
     software_train = dataclasses.replace(SOFTWARE, epochs=args.software_epochs, seed=args.seed)
     loop_train = dataclasses.replace(IN_THE_LOOP, epochs=args.epochs, seed=args.seed)
     software = None
     results = []
     for chip_seed in args.chip_seeds:
-        chip = hardware.open_backend("mock", chip_seed, jitter=args.jitter)
-        start = time.perf_counter()
-        cal = hardware.calibrate(chip)
-        calib_seconds = time.perf_counter() - start
+        chip = hardware.open_backend("mock", chip_seed, **options)
+        cal, calib_seconds = chip_calibration(chip, args.calibration_dir, args.output_weight_scale)
         setup = HardwareSetup.from_calibration(cal)
         if software is None:  # every chip gets the same software-trained network
             model = setup.model_config(cal, dataclasses.replace(MODEL, n_classes=3))
@@ -81,7 +109,8 @@ def main():
         {
             "benchmark": "yinyang_hardware",
             "chip_seeds": args.chip_seeds,
-            "jitter_us": args.jitter,
+            "mock_options": options,
+            "output_weight_scale": args.output_weight_scale,
             "test_accuracy_min": float(min(r["test_accuracy"] for r in results)),
             "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in results])),
             "deployed_test_accuracy_mean": float(

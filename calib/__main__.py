@@ -50,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
         "(threshold - leak) / weight-scale mV per step",
     )
     p.add_argument(
+        "--output-weight-scale",
+        type=positive_float,
+        default=None,
+        help="calibrate the last hemisphere's neurons (a network's output layer) to the "
+        "synaptic gain (threshold - leak) / output-weight-scale instead: finer weight steps "
+        "for that layer (a second calibration group); None: one gain for every neuron",
+    )
+    p.add_argument(
         "--neurons",
         type=positive_int,
         default=None,
@@ -70,6 +78,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from eventsnn.hardware import Targets, calibrate, open_backend, residual_table
+    from eventsnn.hardware.in_the_loop import calibration_groups
     from eventsnn.hardware.registry import parse_options
 
     try:
@@ -88,8 +97,12 @@ def main(argv=None) -> int:
     n = chip.limits.neurons
     if args.neurons is not None and args.neurons > n:
         p.error(f"--neurons {args.neurons}: {chip.identity()} has {n} neurons")
-    neurons = None if args.neurons is None else np.arange(args.neurons)
-    cal = calibrate(chip, targets, neurons=neurons, progress=True)
+    neurons = np.arange(n if args.neurons is None else args.neurons)
+    try:
+        groups = calibration_groups(chip.limits, targets, args.output_weight_scale, neurons)
+    except ValueError as e:
+        p.error(f"--output-weight-scale: {e}")
+    cal = calibrate(chip, groups, progress=True)
     cal.save(out, overwrite=args.force)
     print(residual_table(cal.residuals))
     print(f"wrote {out} ({cal.identity}, {len(cal.neurons)} neurons)")

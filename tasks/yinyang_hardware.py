@@ -24,6 +24,9 @@ from calib.backend_args import add_backend_arguments, check_backend, positive_in
 HIDDEN = 120  # two synapse rows per hidden neuron feed the outputs: 240 of a hemisphere's 256
 SOFTWARE_EPOCHS = 300
 EPOCHS = 60
+#: Integer steps per model weight unit of the output layer (its hemisphere calibrated to a
+#: 4x smaller synaptic gain than the hidden layer's 10): its weights span about +-1.5.
+OUTPUT_WEIGHT_SCALE = 40.0
 
 
 def configs():
@@ -56,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--force", action="store_true", help="use a calibration measured on another chip"
+    )
+    p.add_argument(
+        "--output-weight-scale",
+        type=float,
+        default=OUTPUT_WEIGHT_SCALE,
+        help="when calibrating: integer steps per model weight unit of the output layer "
+        "(python -m calib --output-weight-scale)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
     p.add_argument("--epochs", type=positive_int, default=EPOCHS, help="epochs in the loop")
@@ -98,7 +108,7 @@ def main(argv=None) -> float:
     import dataclasses
 
     from eventsnn import hardware
-    from eventsnn.hardware.in_the_loop import HardwareSetup
+    from eventsnn.hardware.in_the_loop import HardwareSetup, calibration_groups
     from eventsnn.hardware.registry import parse_options
     from eventsnn.tasks import run_hardware_task
 
@@ -115,7 +125,10 @@ def main(argv=None) -> float:
             p.error(str(e))
         print(f"calibration: {path} ({cal.identity})")
     else:
-        cal = hardware.calibrate(chip, progress=True)
+        lim = chip.limits
+        scale = args.output_weight_scale if lim.hemispheres > 1 else None
+        groups = calibration_groups(lim, hardware.Targets(), scale)
+        cal = hardware.calibrate(chip, groups, progress=True)
         cal.save(path)
         print(f"calibrated {cal.identity}, wrote {path}")
     print(hardware.residual_table(cal.residuals))

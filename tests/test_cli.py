@@ -212,7 +212,14 @@ COMMANDS = {
     "convert": lambda bad, good, out: ["convert", bad, out],
     "simulate --inputs": lambda bad, good, out: ["simulate", good, "--inputs", bad, "--out", out],
     "grad --inputs": lambda bad, good, out: [
-        "grad", good, "--method", "analytic", "--inputs", bad, "--out", out,
+        "grad",
+        good,
+        "--method",
+        "analytic",
+        "--inputs",
+        bad,
+        "--out",
+        out,
     ],
     "convert --inputs": lambda bad, good, out: ["convert", good, out, "--inputs", bad],
 }
@@ -293,8 +300,17 @@ def test_binary_file_to_grad_is_one_line_not_a_traceback(tmp_path):
     path.write_bytes(b"\x89HDX\r\n\x1a\n" + bytes(range(256)))
     out = tmp_path / "out.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "eventsnn", "grad", str(path), "--method", "eventprop",
-         "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "eventsnn",
+            "grad",
+            str(path),
+            "--method",
+            "eventprop",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

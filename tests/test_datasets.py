@@ -1,5 +1,6 @@
 """Spike-train datasets: the container, the SHD/SSC readers, the digits encoder, shd_like."""
 
+import dataclasses
 import gzip
 import shutil
 import sys
@@ -327,3 +328,38 @@ def test_digits_train_with_fit_on_spike_counts():
     cfg = TrainConfig(epochs=3, batch_size=64, learning_rate=0.05, final_learning_rate=0.01)
     params, _ = fit(params, loss_and_correct, (train.spikes(), train.labels), evaluate, cfg)
     assert evaluate(params) > 0.85  # chance: 0.1
+
+
+def test_jitter_times_moves_real_spikes_only():
+    """Training augmentation: real times move by noise of the given spread and stay >= 0;
+    padding stays padding; the same key gives the same draw."""
+    from eventsnn import jitter_times
+
+    times = np.full((4, 3000), np.inf)
+    times[:, :2000] = np.linspace(0.0, 0.02, 2000)
+    spikes = Spikes(times, np.where(np.isfinite(times), 5, -1))
+    key = jax.random.PRNGKey(3)
+    out = jitter_times(key, spikes, 1e-3)
+    t = np.asarray(out.times)
+    assert np.all(np.isinf(t[:, 2000:])) and np.all(np.isfinite(t[:, :2000]))
+    assert np.all(t[:, :2000] >= 0) and np.any(t[:, :10] == 0.0)  # clipped at 0
+    moved = t[:, 500:2000] - times[:, 500:2000]  # away from the clip at 0
+    assert 0.9e-3 < np.std(moved) < 1.1e-3 and abs(np.mean(moved)) < 1e-4
+    np.testing.assert_array_equal(np.asarray(out.indices), np.asarray(spikes.indices))
+    np.testing.assert_array_equal(t, np.asarray(jitter_times(key, spikes, 1e-3).times))
+
+
+def test_classifier_input_jitter_is_checked_and_used_in_training_only():
+    from eventsnn.classify_spikes import SpikeClassifierConfig, init_params, loss_and_correct
+
+    with pytest.raises(ValueError, match="input_jitter"):
+        SpikeClassifierConfig(input_jitter=-1e-3).check()
+    cfg = SpikeClassifierConfig(n_in=3, hidden=4, n_classes=2, input_jitter=2e-3, t_max=10e-3)
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    params = (params[0] + 2.0, params[1], params[2])  # hidden neurons that spike
+    x = Spikes(np.array([[1e-3, 2e-3, 3e-3, np.inf]]), np.array([[0, 1, 2, -1]]))
+    y = jnp.array([1])
+    plain = loss_and_correct(params, x, y, cfg)[0]  # no key: no augmentation
+    same = loss_and_correct(params, x, y, dataclasses.replace(cfg, input_jitter=0.0))[0]
+    moved = loss_and_correct(params, x, y, cfg, jax.random.PRNGKey(1))[0]
+    assert float(plain) == float(same) and float(moved) != float(plain)

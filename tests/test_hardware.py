@@ -338,19 +338,23 @@ CAL_MARGIN = 0.025  # measured against true residuals: 2.5 percentage points
 
 @pytest.fixture(scope="module")
 def calibrated():
+    """Chip 7 with 64 neurons through the interface: hemisphere 0 at the operating point,
+    hemisphere 1 (an output layer's) at half the synaptic gain (finer weight steps)."""
     chip = hardware.mock_chip(7, 64)
     proxy = interface_only(chip)
-    cal = hardware.calibrate(proxy)
+    groups = [(np.arange(32), Targets()), (np.arange(32, 64), Targets(synapse_gain=2.0))]
+    cal = hardware.calibrate(proxy, groups)
     return chip, cal, proxy
 
 
 def test_calibration_through_the_interface_hits_targets(calibrated):
     chip, cal, proxy = calibrated
     assert proxy.traced == 2 and sum(proxy.batches) > 1000  # 2 ADC channels: many runs
-    targets = cal.targets
     truth = chip.true_parameters(cal.settings)  # hidden from calibration: evaluation only
     for name in hardware.PARAMETERS:
-        err = np.abs(truth[name] - getattr(targets, name)) / targets.scale(name)
+        err = np.concatenate(
+            [np.abs(truth[name][n] - getattr(t, name)) / t.scale(name) for n, t in cal.groups]
+        )
         assert np.median(err) < 0.02, (name, np.median(err))
         assert np.max(err) < 0.05, (name, np.max(err))
         # The residuals calibration measured agree with the true ones.
@@ -358,6 +362,9 @@ def test_calibration_through_the_interface_hits_targets(calibrated):
             assert abs(cal.residuals[name][stat] - value) < CAL_MARGIN, (name, stat)
     assert (cal.backend, cal.chip) == ("mock", "7-n64")
     np.testing.assert_array_equal(cal.neurons, np.arange(64))
+    assert cal.targets_of([40, 41]).synapse_gain == 2.0 and cal.targets.synapse_gain == 4.0
+    with pytest.raises(ValueError, match="not calibrated to one set of targets"):
+        cal.targets_of([30, 33])
 
 
 def test_calibration_file_round_trip_identity_and_errors(calibrated, tmp_path):
@@ -367,7 +374,10 @@ def test_calibration_file_round_trip_identity_and_errors(calibrated, tmp_path):
     back = hardware.Calibration.load(path)
     for name in hardware.PARAMETERS:
         np.testing.assert_array_equal(back.settings[name], cal.settings[name])
-    assert back.targets == cal.targets and back.identity == chip.identity()
+    assert back.identity == chip.identity()
+    for (n, t), (n2, t2) in zip(back.groups, cal.groups):
+        np.testing.assert_array_equal(n, n2)
+        assert t == t2
     back.check_chip(chip)
     other = hardware.mock_chip(8, 64)
     with pytest.raises(hardware.CalibrationMismatchError, match="measured on mock:7-n64, not"):
@@ -483,13 +493,15 @@ def test_saturation_is_part_of_the_straight_through_weight_path(calibrated):
     params = (jnp.full((cfg.n_in, cfg.hidden), 1.0), jnp.full((cfg.hidden, cfg.n_out), 1.0))
     params = (params[0].at[0, 0].set(1e3), params[1].at[0, 0].set(-1e3))
     w1, w2 = setup.deployed_weights(params, cfg)
-    s = setup.units.weight_scale
-    assert float(w1[0, 0]) == pytest.approx(2 * 63 / s) and float(w2[0, 0]) == pytest.approx(
-        -63 / s
-    )
+    s1, s2 = setup.scales
+    assert (s1, s2) == (10.0, 20.0)  # the output neurons' gain is half the hidden ones'
+    assert float(w1[0, 0]) == pytest.approx(2 * 63 / s1)  # clipped
+    assert float(w2[0, 0]) == pytest.approx(-63 / s2)
     q1, q2 = setup.integer_weights(params, cfg)
-    np.testing.assert_allclose(np.asarray(w2), q2 / s)  # what the chip realises
-    np.testing.assert_allclose(np.asarray(w1), q1.reshape(cfg.n_in, 2, -1).sum(1) / s)
+    np.testing.assert_allclose(np.asarray(w2), q2 / s2)  # what the chip realises
+    np.testing.assert_allclose(np.asarray(w1), q1.reshape(cfg.n_in, 2, -1).sum(1) / s1)
+    hidden, outputs = setup.placement(cfg, cal, hardware.mock_chip(7, 64).limits)
+    np.testing.assert_array_equal(outputs, [32, 33])  # on the finer group
     g1, g2 = jax.grad(lambda p: sum(jnp.sum(w) for w in setup.deployed_weights(p, cfg)))(params)
     assert float(g1[0, 0]) == 0.0 and float(g2[0, 0]) == 0.0  # no push beyond the clip
     assert float(g1[1, 1]) > 0 and float(g2[1, 1]) > 0  # straight through inside

@@ -14,6 +14,7 @@ from .discrete.surrogate import Sigmoid as Sigmoid
 from .discrete.surrogate import SuperSpike as SuperSpike
 from .discrete.surrogate import Surrogate as Surrogate
 from .encode import first_spike_time as first_spike_time
+from .encode import jitter_times as jitter_times
 from .encode import latency_encode as latency_encode
 from .encode import max_voltage as max_voltage
 from .encode import rate_encode as rate_encode

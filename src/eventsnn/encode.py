@@ -29,6 +29,15 @@ def latency_encode(values, t_early: float, t_late: float, bias_time: float | Non
     return Spikes(times, indices, dtype=times.dtype)
 
 
+def jitter_times(key, spikes: Spikes, std: float) -> Spikes:
+    """Training augmentation: every real spike time moved by Gaussian noise of standard
+    deviation `std` (s), kept >= 0; padding (time ``inf``) stays padding. The result is not
+    sorted (`simulate` sorts its inputs). Shapes as `spikes`."""
+    noise = std * jax.random.normal(key, spikes.times.shape, spikes.times.dtype)
+    times = jnp.where(jnp.isfinite(spikes.times), jnp.maximum(spikes.times + noise, 0.0), jnp.inf)
+    return Spikes(times, spikes.indices, dtype=times.dtype)
+
+
 def rate_encode(key, values, n_steps: int, max_prob: float = 0.5):
     """Bernoulli rate code: ``[..., c]`` values in [0, 1] to ``[..., n_steps, c]`` spike counts
     with per-step probability ``value * max_prob``."""

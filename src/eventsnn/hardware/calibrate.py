@@ -67,29 +67,64 @@ class CalibrationMismatchError(ValueError):
     """A calibration file used on a chip other than the one it was measured on."""
 
 
+class _PerNeuron:
+    """Targets as arrays over the calibrated neurons (groups may differ): attributes and
+    `scale` like `Targets`."""
+
+    def __init__(self, groups):
+        for name in PARAMETERS:
+            setattr(
+                self, name, np.concatenate([np.full(len(n), getattr(t, name)) for n, t in groups])
+            )
+
+    def scale(self, name: str) -> np.ndarray:
+        return self.v_th - self.v_leak if name.startswith("v_") else getattr(self, name)
+
+
 @dataclass
 class Calibration:
-    """Per-neuron settings for `targets`, with the residual errors measured afterwards.
+    """Per-neuron settings for targets, with the residual errors measured afterwards.
 
     Attributes:
         backend, chip: the `ChipIdentity` of the chip it was measured on.
-        targets: what the settings aim at (chip units).
+        groups: ``((neurons, Targets), ...)``: which chip neurons were calibrated to which
+            targets (chip units); usually one group, every neuron.
         settings: ``{parameter: int array [chip neurons]}``; neurons not calibrated keep
             the chip's default settings.
-        neurons: the calibrated chip neurons (a deployment places its layers on them).
-        residuals: ``{parameter: {"median", "worst"}}`` measured after calibration.
+        residuals: ``{parameter: {"median", "worst"}}`` measured after calibration, over
+            all calibrated neurons, relative to each neuron's own target.
     """
 
     backend: str
     chip: str
-    targets: Targets
+    groups: tuple
     settings: dict
-    neurons: np.ndarray
     residuals: dict = field(default_factory=dict)
 
     @property
     def identity(self) -> ChipIdentity:
         return ChipIdentity(self.backend, self.chip)
+
+    @property
+    def neurons(self) -> np.ndarray:
+        """The calibrated chip neurons (a deployment places its layers on them)."""
+        return np.concatenate([np.asarray(n) for n, _ in self.groups])
+
+    @property
+    def targets(self) -> Targets:
+        """The first group's targets (the only group's, usually)."""
+        return self.groups[0][1]
+
+    def targets_of(self, neurons) -> Targets:
+        """The targets of `neurons`, which must be calibrated, all in one group."""
+        neurons = np.asarray(neurons)
+        for members, targets in self.groups:
+            if np.isin(neurons, members).all():
+                return targets
+        raise ValueError(
+            f"neurons {neurons.tolist()[:8]}... are not calibrated to one set of targets: "
+            "place each layer on the neurons of one calibration group."
+        )
 
     def check_chip(self, backend: Backend, force: bool = False) -> None:
         """Refuse (`CalibrationMismatchError`) to use this calibration on another chip
@@ -119,8 +154,9 @@ class Calibration:
         data = {
             "backend": self.backend,
             "chip": self.chip,
-            "targets": asdict(self.targets),
-            "neurons": np.asarray(self.neurons).tolist(),
+            "groups": [
+                {"neurons": np.asarray(n).tolist(), "targets": asdict(t)} for n, t in self.groups
+            ],
             "settings": {k: np.asarray(v).tolist() for k, v in self.settings.items()},
             "residuals": self.residuals,
         }
@@ -131,13 +167,12 @@ class Calibration:
         try:
             data = json.loads(Path(path).read_text())
             settings = {k: np.asarray(data["settings"][k], dtype=np.int32) for k in PARAMETERS}
+            groups = tuple(
+                (np.asarray(g["neurons"], dtype=np.int64), Targets(**g["targets"]))
+                for g in data["groups"]
+            )
             return cls(
-                str(data["backend"]),
-                str(data["chip"]),
-                Targets(**data["targets"]),
-                settings,
-                np.asarray(data["neurons"], dtype=np.int64),
-                data["residuals"],
+                str(data["backend"]), str(data["chip"]), groups, settings, data["residuals"]
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(
@@ -205,7 +240,7 @@ def measure_leak(chip, neurons, settings, protocol: Protocol) -> np.ndarray:
 def measure_tonic(chip, neurons, settings, targets: Targets, protocol: Protocol) -> dict:
     """Threshold, reset, tau_mem and refractory time of `neurons` from tonic firing."""
     high = chip.nominal_setting("v_leak", targets.v_th + protocol.leak_margin)
-    tonic = _with(settings, v_leak=high)
+    tonic = _set(settings, "v_leak", neurons, high)
     v_l = measure_leak(chip, neurons, tonic, protocol)  # the (high) leak the rise aims at
     t, v = _run(chip, neurons, tonic, protocol.tonic_duration, protocol)
     v_th = v.max(axis=1)
@@ -330,7 +365,7 @@ def measure_all(chip, settings, targets: Targets, protocol: Protocol = Protocol(
     return out
 
 
-def residuals(measured: dict, targets: Targets) -> dict:
+def residuals(measured: dict, targets) -> dict:
     """``{parameter: {"median", "worst"}}`` of ``|measured - target| / scale``."""
     out = {}
     for name in ORDER:
@@ -373,17 +408,28 @@ class _Bar:
 
 def calibrate(
     chip: Backend,
-    targets: Targets = Targets(),
+    targets=Targets(),
     protocol: Protocol = Protocol(),
     *,
     neurons=None,
     progress: bool = False,
 ) -> Calibration:
-    """Search the settings of `neurons` (default: every neuron of the chip) for
-    `targets`; returns a `Calibration` with the residuals measured at the final settings.
-    Uses `Backend`'s methods only."""
+    """Search the settings of `neurons` (default: every neuron of the chip) for `targets`;
+    returns a `Calibration` with the residuals measured at the final settings. `targets`
+    may also be groups ``[(neurons, Targets), ...]`` (disjoint; then `neurons` is None):
+    e.g. an output layer's neurons at a smaller synaptic gain. Uses `Backend`'s methods
+    only."""
     limits = chip.limits
-    neurons = np.arange(limits.neurons) if neurons is None else np.asarray(neurons)
+    if isinstance(targets, Targets):
+        neurons = np.arange(limits.neurons) if neurons is None else np.asarray(neurons)
+        groups = ((neurons, targets),)
+    elif neurons is not None:
+        raise ValueError("give neurons inside the target groups, not as well as them.")
+    else:
+        groups = tuple((np.asarray(n), t) for n, t in targets)
+        if not groups or not all(isinstance(t, Targets) for _, t in groups):
+            raise TypeError("targets must be a Targets or a sequence of (neurons, Targets).")
+        neurons = np.concatenate([n for n, _ in groups])
     if neurons.ndim != 1 or neurons.size == 0 or not np.issubdtype(neurons.dtype, np.integer):
         raise ValueError("neurons must be a non-empty 1-D array of chip neuron indices.")
     out_of_range = neurons.min() < 0 or neurons.max() >= limits.neurons
@@ -391,6 +437,7 @@ def calibrate(
         raise ValueError(
             f"neurons must be distinct chip neuron indices in 0..{limits.neurons - 1}."
         )
+    goal = _PerNeuron(groups)
     settings = chip.default_settings()
     measured_tau_mem = None
 
@@ -399,7 +446,7 @@ def calibrate(
             if name == "v_leak":
                 return measure_leak(chip, neurons, s, protocol)
             if name in ("v_th", "v_reset", "tau_mem", "t_refrac"):
-                return measure_tonic(chip, neurons, s, targets, protocol)[name]
+                return measure_tonic(chip, neurons, s, goal, protocol)[name]
             return measure_psp(chip, neurons, s, measured_tau_mem, protocol)[name]
 
         return f
@@ -410,18 +457,17 @@ def calibrate(
         if bar:
             bar.start(name)
         if name == "tau_syn":
-            measured_tau_mem = measure_tonic(chip, neurons, settings, targets, protocol)["tau_mem"]
+            measured_tau_mem = measure_tonic(chip, neurons, settings, goal, protocol)["tau_mem"]
         found = _bisect(
-            measure(name), settings, name, getattr(targets, name), neurons,
+            measure(name), settings, name, getattr(goal, name), neurons,
             limits.setting_max, bar,
         )  # fmt: skip
         settings = _set(settings, name, neurons, found)
     if bar:
         bar.close()
-    final = measure_all(chip, settings, targets, protocol, neurons)
+    final = measure_all(chip, settings, goal, protocol, neurons)
     who = chip.identity()
-    res = residuals(final, targets)
-    return Calibration(who.backend, who.chip, targets, settings, neurons, res)
+    return Calibration(who.backend, who.chip, groups, settings, residuals(final, goal))
 
 
 def residual_table(res: dict) -> str:

@@ -31,7 +31,7 @@ from ..network import Spikes
 from ..neuron import kernel
 from ..train import Progress, TrainConfig, end_epoch, load_checkpoint, optimizer
 from .backend import Backend, ChipConfig, Limits, Reproducible
-from .calibrate import Calibration
+from .calibrate import Calibration, Targets
 from .units import WEIGHT_MAX, ChipUnits
 
 
@@ -82,18 +82,37 @@ class HardwareSetup:
         input_repeat: each input channel drives this many synapse rows, which share its
             integer weight (so a weight reaches ``input_repeat * 63`` steps).
         first_neuron: calibrated neurons skipped before the hidden layer (see `placement`).
+        output_scale: integer steps per model weight unit of the output layer (its neurons
+            calibrated to a smaller synaptic gain resolve its weights more finely); None:
+            ``units.weight_scale``.
     """
 
     units: ChipUnits
     input_repeat: int = 5
     first_neuron: int = 0
+    output_scale: float | None = None
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """Integer steps per model weight unit of the hidden and output layers."""
+        s = self.units.weight_scale
+        return s, s if self.output_scale is None else self.output_scale
 
     @classmethod
     def from_calibration(cls, cal: Calibration, **kw) -> HardwareSetup:
-        t = cal.targets
+        """The units of the calibration's first group (the hidden layer's neurons); with
+        two groups the output layer goes on the second one's, at its own weight scale."""
+        t, last = cal.groups[0][1], cal.groups[-1][1]
+        if (t.tau_mem, t.tau_syn) != (last.tau_mem, last.tau_syn):
+            raise ValueError(
+                "the calibration groups have different time constants; the network's layers "
+                "share one tau_mem and tau_syn."
+            )
         units = ChipUnits(
             weight_scale=(t.v_th - t.v_leak) / t.synapse_gain, v_leak=t.v_leak, v_th=t.v_th
         )
+        if len(cal.groups) > 1:
+            kw.setdefault("output_scale", (last.v_th - last.v_leak) / last.synapse_gain)
         return cls(units, **kw)
 
     def model_config(self, cal: Calibration, base: classify.ClassifierConfig):
@@ -108,8 +127,8 @@ class HardwareSetup:
     def integer_weights(self, params, cfg) -> tuple[np.ndarray, np.ndarray]:
         """The deployed integer weights: ``[n_in * repeat, hidden]`` and ``[hidden, out]``."""
         w1, w2 = (np.asarray(w) for w in classify.weights_of(params, cfg))
-        r = self.input_repeat
-        total = np.rint(np.clip(w1 * self.units.weight_scale, -r * WEIGHT_MAX, r * WEIGHT_MAX))
+        r, (s1, s2) = self.input_repeat, self.scales
+        total = np.rint(np.clip(w1 * s1, -r * WEIGHT_MAX, r * WEIGHT_MAX))
         # Spread each total over r rows as evenly as integers allow.
         base = np.trunc(total / r)
         rest = (total - r * base).astype(int)  # |rest| < r
@@ -117,24 +136,34 @@ class HardwareSetup:
         rows += np.sign(rest)[:, None, :] * (
             np.arange(r)[None, :, None] < np.abs(rest)[:, None, :]
         )
-        return rows.reshape(-1, w1.shape[1]).astype(np.int32), self.units.weights_to_chip(w2)
+        q2 = np.rint(np.clip(w2 * s2, -WEIGHT_MAX, WEIGHT_MAX)).astype(np.int32)
+        return rows.reshape(-1, w1.shape[1]).astype(np.int32), q2
 
     def deployed_weights(self, params, cfg):
         """The model weights the chip realises (differentiable: saturation, then rounding
         straight through)."""
         w1, w2 = classify.weights_of(params, cfg)
-        s = self.units.weight_scale
-        top = WEIGHT_MAX / s
+        s1, s2 = self.scales
         return (
-            straight_through_round(w1, s, self.input_repeat * top),
-            straight_through_round(w2, s, top),
+            straight_through_round(w1, s1, self.input_repeat * WEIGHT_MAX / s1),
+            straight_through_round(w2, s2, WEIGHT_MAX / s2),
         )
 
     def placement(self, cfg, cal: Calibration, limits: Limits):
-        """Chip neurons of the hidden and output layers, calibrated ones only: the hidden
-        layer from the first calibrated neurons, the outputs in another hemisphere where
-        one has calibrated neurons (each layer's sources take two synapse rows per
-        hemisphere, so two layers in one hemisphere share its 256 rows)."""
+        """Chip neurons of the hidden and output layers, calibrated ones only: with two
+        calibration groups, the hidden layer on the first's neurons and the outputs on the
+        last's; else the hidden layer from the first calibrated neurons and the outputs in
+        another hemisphere where one has calibrated neurons (each layer's sources take two
+        synapse rows per hemisphere, so two layers in one hemisphere share its 256 rows)."""
+        if len(cal.groups) > 1:
+            hidden = np.asarray(cal.groups[0][0])[self.first_neuron :][: cfg.hidden]
+            outputs = np.asarray(cal.groups[-1][0])[: cfg.n_out]
+            if hidden.size < cfg.hidden or outputs.size < cfg.n_out:
+                raise ValueError(
+                    f"the network needs {cfg.hidden} hidden and {cfg.n_out} output neurons; "
+                    f"the calibration groups have {hidden.size} and {outputs.size}."
+                )
+            return hidden, outputs
         free = np.asarray(cal.neurons)[self.first_neuron :]
         if free.size < cfg.hidden + cfg.n_out:
             raise ValueError(
@@ -169,6 +198,31 @@ class HardwareSetup:
             t_model = np.where(t_model <= cfg.t_max, t_model, np.inf)
             firsts.append(np.asarray(Spikes(jnp.asarray(t_model), jnp.asarray(i)).first_times(n)))
         return firsts[0], firsts[1], rec.overflow
+
+
+def calibration_groups(limits: Limits, targets: Targets, output_weight_scale=None,
+                       neurons=None):  # fmt: skip
+    """Calibration groups for a two-layer network placed across hemispheres: the last
+    hemisphere's neurons (the output layer's, see `HardwareSetup.placement`) at the
+    synaptic gain ``(v_th - v_leak) / output_weight_scale``, so that the output layer,
+    whose weights span a few model units, gets finer integer steps; the others at
+    `targets`. Returns ``[(neurons, Targets), ...]`` for `calibrate` (one group where
+    `output_weight_scale` is None). `neurons`: the chip neurons to calibrate (all)."""
+    neurons = np.arange(limits.neurons) if neurons is None else np.asarray(neurons)
+    if output_weight_scale is None:
+        return [(neurons, targets)]
+    if not output_weight_scale > 0:
+        raise ValueError(f"output_weight_scale must be > 0, got {output_weight_scale!r}.")
+    last = limits.hemisphere(neurons) == limits.hemispheres - 1
+    if last.all() or not last.any():
+        raise ValueError(
+            "an output group needs calibrated neurons in the last hemisphere and in another."
+        )
+    gain = (targets.v_th - targets.v_leak) / output_weight_scale
+    return [
+        (neurons[~last], targets),
+        (neurons[last], dataclasses.replace(targets, synapse_gain=gain)),
+    ]
 
 
 def chip_accuracy(setup, chip, cal, params, points, labels, cfg, batch: int = 500) -> float:
