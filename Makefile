@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # the suite hit Linux's vm.max_map_count after ~100 tests; tests/conftest.py now releases
 # compiled code after every module (benchmarks/compile_sweep.py shows the crash and the fix).
 test: venv
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=30
 
 test-all: venv
 	$(PY) -m pytest -q
