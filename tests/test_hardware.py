@@ -6,6 +6,7 @@ calibration itself never sees: it measures through the experiment interface only
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -502,6 +503,12 @@ def test_saturation_is_part_of_the_straight_through_weight_path(calibrated):
     np.testing.assert_allclose(np.asarray(w1), q1.reshape(cfg.n_in, 2, -1).sum(1) / s1)
     hidden, outputs = setup.placement(cfg, cal, hardware.mock_chip(7, 64).limits)
     np.testing.assert_array_equal(outputs, [32, 33])  # on the finer group
+    # The software model of the deployed network (quantisation-aware training) is the same.
+    qcfg = setup.quantised_config(cfg)
+    for a, b in zip(classify.weights_of(params, qcfg), (w1, w2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="weight_step must be two numbers >= 0"):
+        dataclasses.replace(cfg, weight_step=(-0.1, 0.0)).check()
     g1, g2 = jax.grad(lambda p: sum(jnp.sum(w) for w in setup.deployed_weights(p, cfg)))(params)
     assert float(g1[0, 0]) == 0.0 and float(g2[0, 0]) == 0.0  # no push beyond the clip
     assert float(g1[1, 1]) > 0 and float(g2[1, 1]) > 0  # straight through inside
