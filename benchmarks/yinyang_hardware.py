@@ -24,14 +24,15 @@ from eventsnn import hardware  # noqa: E402
 from eventsnn.hardware.in_the_loop import HardwareSetup, calibration_groups  # noqa: E402
 from eventsnn.hardware.registry import parse_options  # noqa: E402
 from eventsnn.tasks import run_hardware_task, run_point_task  # noqa: E402
-from tasks.yinyang_hardware import OUTPUT_WEIGHT_SCALE, configs  # noqa: E402
+from tasks.yinyang_hardware import INPUT_REPEAT, WEIGHT_SCALE, configs  # noqa: E402
 
 MODEL, SOFTWARE, IN_THE_LOOP = configs()
 
 
-def chip_calibration(chip, directory: Path | None, output_weight_scale):
+def chip_calibration(chip, directory: Path | None, weight_scale, output_weight_scale):
     """The chip's calibration: from ``directory/<backend>-<chip>.json`` where it exists
-    (and was measured on this chip), else measured and written there."""
+    (and was measured on this chip), else measured (synaptic gain for `weight_scale`, the
+    output hemisphere's for `output_weight_scale`) and written there."""
     who = chip.identity()
     path = None if directory is None else directory / f"{who.backend}-{who.chip}.json"
     if path is not None and path.exists():
@@ -39,7 +40,10 @@ def chip_calibration(chip, directory: Path | None, output_weight_scale):
         cal.check_chip(chip)
         return cal, 0.0
     start = time.perf_counter()
-    groups = calibration_groups(chip.limits, hardware.Targets(), output_weight_scale)
+    base = hardware.Targets()
+    gain = (base.v_th - base.v_leak) / weight_scale
+    targets = dataclasses.replace(base, synapse_gain=gain)
+    groups = calibration_groups(chip.limits, targets, output_weight_scale)
     cal = hardware.calibrate(chip, groups)
     seconds = time.perf_counter() - start
     if path is not None:
@@ -56,7 +60,15 @@ def main():
     p.add_argument(
         "--option", "-o", action="append", default=[], help="mock option KEY=VALUE (MockSpec)"
     )
-    p.add_argument("--output-weight-scale", type=float, default=OUTPUT_WEIGHT_SCALE)
+    p.add_argument("--weight-scale", type=float, default=WEIGHT_SCALE)
+    p.add_argument("--output-weight-scale", type=float, default=None)
+    p.add_argument("--input-repeat", type=int, default=INPUT_REPEAT)
+    p.add_argument(
+        "--no-quantisation-aware",
+        dest="quantisation_aware",
+        action="store_false",
+        help="software training with continuous weights",
+    )
     p.add_argument(
         "--calibration-dir",
         type=Path,
@@ -77,10 +89,14 @@ def main():
     results = []
     for chip_seed in args.chip_seeds:
         chip = hardware.open_backend("mock", chip_seed, **options)
-        cal, calib_seconds = chip_calibration(chip, args.calibration_dir, args.output_weight_scale)
-        setup = HardwareSetup.from_calibration(cal)
+        cal, calib_seconds = chip_calibration(
+            chip, args.calibration_dir, args.weight_scale, args.output_weight_scale
+        )
+        setup = HardwareSetup.from_calibration(cal, input_repeat=args.input_repeat)
         if software is None:  # every chip gets the same software-trained network
             model = setup.model_config(cal, dataclasses.replace(MODEL, n_classes=3))
+            if args.quantisation_aware:
+                model = setup.quantised_config(model)
             ckpt = args.software_checkpoint
             software = run_point_task(
                 "yinyang",
@@ -110,7 +126,10 @@ def main():
             "benchmark": "yinyang_hardware",
             "chip_seeds": args.chip_seeds,
             "mock_options": options,
+            "weight_scale": args.weight_scale,
             "output_weight_scale": args.output_weight_scale,
+            "input_repeat": args.input_repeat,
+            "quantisation_aware": args.quantisation_aware,
             "test_accuracy_min": float(min(r["test_accuracy"] for r in results)),
             "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in results])),
             "deployed_test_accuracy_mean": float(

@@ -19,14 +19,23 @@ import argparse
 import json
 from pathlib import Path
 
-from calib.backend_args import add_backend_arguments, check_backend, positive_int
+from calib.backend_args import (
+    add_backend_arguments,
+    check_backend,
+    positive_float,
+    positive_int,
+)
 
 HIDDEN = 120  # two synapse rows per hidden neuron feed the outputs: 240 of a hemisphere's 256
 SOFTWARE_EPOCHS = 300
 EPOCHS = 60
-#: Integer steps per model weight unit of the output layer (its hemisphere calibrated to a
-#: 4x smaller synaptic gain than the hidden layer's 10): its weights span about +-1.5.
-OUTPUT_WEIGHT_SCALE = 40.0
+#: Integer steps per model weight unit when the runner calibrates: a synaptic gain of
+#: (120 - 80) / 40 = 1 mV per step, so the output weights (within about +-1.5) take 0.025
+#: steps up to 63 / 40 = 1.58 ...
+WEIGHT_SCALE = 40.0
+#: ... and every input drives 25 rows (5 x 25 x 2 signs = 250 of hemisphere 0's 256), so
+#: the hidden weights reach 25 x 63 / 40 = 39 in the same steps.
+INPUT_REPEAT = 25
 
 
 def configs():
@@ -61,11 +70,18 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="use a calibration measured on another chip"
     )
     p.add_argument(
+        "--weight-scale",
+        type=positive_float,
+        default=WEIGHT_SCALE,
+        help="when calibrating: integer steps per model weight unit (python -m calib "
+        "--weight-scale)",
+    )
+    p.add_argument(
         "--output-weight-scale",
-        type=float,
-        default=OUTPUT_WEIGHT_SCALE,
-        help="when calibrating: integer steps per model weight unit of the output layer "
-        "(python -m calib --output-weight-scale)",
+        type=positive_float,
+        default=None,
+        help="when calibrating: the output layer's own (python -m calib "
+        "--output-weight-scale); None: --weight-scale",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
     p.add_argument("--epochs", type=positive_int, default=EPOCHS, help="epochs in the loop")
@@ -82,7 +98,17 @@ def parser() -> argparse.ArgumentParser:
         help="std (s, model time) of input-time jitter during software training",
     )
     p.add_argument(
-        "--input-repeat", type=positive_int, default=5, help="synapse rows per input channel"
+        "--input-repeat",
+        type=positive_int,
+        default=INPUT_REPEAT,
+        help="synapse rows per input channel",
+    )
+    p.add_argument(
+        "--no-quantisation-aware",
+        dest="quantisation_aware",
+        action="store_false",
+        help="train the software model with continuous weights (default: with the chip's "
+        "weight steps and limits)",
     )
     p.add_argument(
         "--devices",
@@ -127,7 +153,10 @@ def main(argv=None) -> float:
     else:
         lim = chip.limits
         scale = args.output_weight_scale if lim.hemispheres > 1 else None
-        groups = calibration_groups(lim, hardware.Targets(), scale)
+        base = hardware.Targets()
+        swing = base.v_th - base.v_leak
+        targets = dataclasses.replace(base, synapse_gain=swing / args.weight_scale)
+        groups = calibration_groups(lim, targets, scale)
         cal = hardware.calibrate(chip, groups, progress=True)
         cal.save(path)
         print(f"calibrated {cal.identity}, wrote {path}")
@@ -147,6 +176,7 @@ def main(argv=None) -> float:
         plots_dir=args.plots,
         train_samples=args.train_samples,
         devices=args.devices,
+        quantisation_aware=args.quantisation_aware,
     )
     keys = ("software_test_accuracy", "deployed_test_accuracy", "test_accuracy")
     print(json.dumps({k: result[k] for k in keys}))

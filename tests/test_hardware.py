@@ -6,6 +6,7 @@ calibration itself never sees: it measures through the experiment interface only
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -367,6 +368,23 @@ def test_calibration_through_the_interface_hits_targets(calibrated):
         cal.targets_of([30, 33])
 
 
+def test_psp_measurement_reports_a_spiking_neuron_as_too_large():
+    """A PSP big enough to cross even the highest threshold is no PSP: the measurement
+    says inf (too large), so a bisection steers down rather than trusting the fit."""
+    from eventsnn.hardware.calibrate import Protocol, measure_psp
+
+    chip = hardware.mock_chip(1, N)
+    settings = chip.default_settings()
+    settings["synapse_gain"][:2] = 1023  # 20 mV per step through 96 rows
+    tau_mem = chip.physical(settings)["tau_mem"][:4]  # as if measured
+    out = measure_psp(chip, np.arange(4), settings, tau_mem, Protocol())
+    assert np.isinf(out["synapse_gain"][:2]).all() and np.isinf(out["tau_syn"][:2]).all()
+    assert np.isfinite(out["synapse_gain"][2:]).all()
+    np.testing.assert_allclose(
+        out["tau_syn"][2:], chip.physical(settings)["tau_syn"][2:4], rtol=0.02
+    )
+
+
 def test_calibration_file_round_trip_identity_and_errors(calibrated, tmp_path):
     chip, cal, _ = calibrated
     path = tmp_path / "cal.json"
@@ -502,6 +520,12 @@ def test_saturation_is_part_of_the_straight_through_weight_path(calibrated):
     np.testing.assert_allclose(np.asarray(w1), q1.reshape(cfg.n_in, 2, -1).sum(1) / s1)
     hidden, outputs = setup.placement(cfg, cal, hardware.mock_chip(7, 64).limits)
     np.testing.assert_array_equal(outputs, [32, 33])  # on the finer group
+    # The software model of the deployed network (quantisation-aware training) is the same.
+    qcfg = setup.quantised_config(cfg)
+    for a, b in zip(classify.weights_of(params, qcfg), (w1, w2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="weight_step must be two numbers >= 0"):
+        dataclasses.replace(cfg, weight_step=(-0.1, 0.0)).check()
     g1, g2 = jax.grad(lambda p: sum(jnp.sum(w) for w in setup.deployed_weights(p, cfg)))(params)
     assert float(g1[0, 0]) == 0.0 and float(g2[0, 0]) == 0.0  # no push beyond the clip
     assert float(g1[1, 1]) > 0 and float(g2[1, 1]) > 0  # straight through inside
@@ -522,7 +546,7 @@ def test_calibration_cli(tmp_path):
     import sys
 
     out = tmp_path / "mock-3.json"
-    cmd = [sys.executable, "-m", "calib", "--chip", "3", "--neurons", "16", "--tau-mem", "10e-6"]
+    cmd = [sys.executable, "-m", "calib", "--chip", "3", "--neurons", "4", "--tau-mem", "10e-6"]
 
     def calib(*extra, timeout=600):
         return subprocess.run(
@@ -532,12 +556,12 @@ def test_calibration_cli(tmp_path):
     done = calib("--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "tau_mem" in done.stdout and "worst %" in done.stdout
-    assert "mock:3, 16 neurons" in done.stdout
+    assert "mock:3, 4 neurons" in done.stdout
     assert "calibrating tau_syn" in done.stderr  # progress
     cal = hardware.Calibration.load(out)
     assert cal.targets.tau_mem == pytest.approx(10.0)
     assert cal.identity == hardware.ChipIdentity("mock", "3")
-    np.testing.assert_array_equal(cal.neurons, np.arange(16))
+    np.testing.assert_array_equal(cal.neurons, np.arange(4))
     again = calib("--out", str(out), timeout=120)  # refused before any measurement
     assert again.returncode == 2 and "exists; pass --force" in again.stderr
     bad = calib("--tau-syn", "-1", "--out", str(tmp_path / "x.json"), timeout=120)

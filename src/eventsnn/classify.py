@@ -68,6 +68,11 @@ class ClassifierConfig:
     # solvers' smooth=False): the same function, about 1.5x faster training, different
     # float32 rounding (so other numbers than the default's, seed for seed).
     plain_kernel: bool = False
+    # Weights as a chip realises them (quantisation-aware training): per layer the step
+    # and the largest magnitude (model weight units; 0: continuous, unbounded). The
+    # rounding passes gradients straight through; a clipped weight gets none.
+    weight_step: tuple[float, float] = (0.0, 0.0)
+    weight_limit: tuple[float, float] = (0.0, 0.0)
 
     @property
     def n_out(self) -> int:
@@ -79,6 +84,12 @@ class ClassifierConfig:
             raise ValueError(
                 f"outputs_per_class must be a positive integer, got {self.outputs_per_class!r}."
             )
+        for name in ("weight_step", "weight_limit"):
+            value = getattr(self, name)
+            if len(value) != 2 or not all(v >= 0 for v in value):
+                raise ValueError(
+                    f"{name} must be two numbers >= 0 (one per layer), got {value!r}."
+                )
         combos = {"event": ("eventprop", "analytic"), "discrete": ("surrogate",)}
         if self.engine not in combos:
             raise ValueError(f"engine must be 'event' or 'discrete', got {self.engine!r}.")
@@ -122,9 +133,24 @@ def init_params(key, cfg: ClassifierConfig):
 
 
 def weights_of(params, cfg: ClassifierConfig):
-    """The weight matrices (jumps of I) of the parameters."""
+    """The weight matrices (jumps of I) of the parameters, quantised and clipped where
+    ``cfg.weight_step`` / ``cfg.weight_limit`` say so."""
     s1, s2 = weight_scales(cfg)
-    return (params[0] * s1, params[1] * s2)
+    return tuple(
+        quantised(p * s, step, limit)
+        for p, s, step, limit in zip(params, (s1, s2), cfg.weight_step, cfg.weight_limit)
+    )
+
+
+def quantised(w, step: float, limit: float = 0.0):
+    """``round(clip(w, -limit, limit) / step) * step`` forward; backward the clip's
+    derivative (0 where saturated: no gradient pushes a clipped weight further) with the
+    rounding passed straight through. ``step = 0``: no rounding; ``limit = 0``: no clip."""
+    if limit > 0:
+        w = jnp.clip(w, -limit, limit)
+    if step > 0:
+        w = w + jax.lax.stop_gradient(jnp.round(w / step) * step - w)
+    return w
 
 
 def network(params, cfg: ClassifierConfig) -> Network:

@@ -118,20 +118,23 @@ def run_hardware_task(
     plots_dir: Path | None = None,
     train_samples: int | None = None,
     devices: int = 1,
+    quantisation_aware: bool = True,
 ) -> dict:
     """Yin-Yang on a chip: software training on the calibrated model (or the given
     `software` result of `run_point_task`), deployment, then training in the loop.
+    `quantisation_aware`: the software model trains with the chip's weight steps and
+    limits (`HardwareSetup.quantised_config`).
 
     Returns the final record: ``test_accuracy`` (chip, after training in the loop),
-    ``deployed_test_accuracy`` (chip, software training only), ``software_test_accuracy``,
-    plus ``weights`` and ``history``."""
+    ``deployed_test_accuracy`` (chip, software training only), ``software_test_accuracy``
+    (the software model's), plus ``weights`` and ``history``."""
     from .hardware.in_the_loop import chip_accuracy, train_in_the_loop
 
     model = setup.model_config(cal, dataclasses.replace(model, n_classes=3))
     if software is None:
         software = run_point_task(
             "yinyang",
-            model,
+            setup.quantised_config(model) if quantisation_aware else model,
             software_train,
             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "software",
             resume=resume,

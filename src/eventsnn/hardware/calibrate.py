@@ -199,8 +199,9 @@ class Protocol:
 def _run(chip: Backend, neurons, settings: dict, duration, protocol: Protocol, weight=0,
          t_in=np.inf, rows=1):  # fmt: skip
     """Traces ``[S]`` times and ``[len(neurons), S]`` membranes of `neurons` placed as one
-    layer fed by one input routed to `rows` synapse rows of `weight`: a batch of identical
-    runs, each tracing as many neurons as the ADC takes."""
+    layer fed by one input routed to `rows` synapse rows of `weight`, and whether each
+    neuron spiked: a batch of identical runs, each tracing as many neurons as the ADC
+    takes."""
     n = len(neurons)
     config = ChipConfig(
         settings={k: np.asarray(v, dtype=np.int32) for k, v in settings.items()},
@@ -220,7 +221,8 @@ def _run(chip: Backend, neurons, settings: dict, duration, protocol: Protocol, w
         record_traces=order,
         trace_period=protocol.trace_period,
     )
-    return rec.trace_times, rec.traces.reshape(runs * per_run, -1)[:n]
+    spiked = np.isin(np.arange(n), np.asarray(rec.indices[0]))
+    return rec.trace_times, rec.traces.reshape(runs * per_run, -1)[:n], spiked
 
 
 def _with(settings: dict, **changes) -> dict:
@@ -233,7 +235,7 @@ def _with(settings: dict, **changes) -> dict:
 def measure_leak(chip, neurons, settings, protocol: Protocol) -> np.ndarray:
     """The resting potential of `neurons` (threshold out of reach, no input)."""
     top = chip.limits.setting_max
-    _, v = _run(chip, neurons, _with(settings, v_th=top), protocol.rest_duration, protocol)
+    _, v, _ = _run(chip, neurons, _with(settings, v_th=top), protocol.rest_duration, protocol)
     return v.mean(axis=1)
 
 
@@ -242,7 +244,7 @@ def measure_tonic(chip, neurons, settings, targets: Targets, protocol: Protocol)
     high = chip.nominal_setting("v_leak", targets.v_th + protocol.leak_margin)
     tonic = _set(settings, "v_leak", neurons, high)
     v_l = measure_leak(chip, neurons, tonic, protocol)  # the (high) leak the rise aims at
-    t, v = _run(chip, neurons, tonic, protocol.tonic_duration, protocol)
+    t, v, _ = _run(chip, neurons, tonic, protocol.tonic_duration, protocol)
     v_th = v.max(axis=1)
     low = np.sort(v, axis=1)[:, : v.shape[1] // 5]
     v_r = np.median(low, axis=1)  # the refractory plateau fills far more than 1/5
@@ -280,9 +282,12 @@ def _psp_shape(t, tau_mem, tau_syn):
 def measure_psp(chip, neurons, settings, tau_mem, protocol: Protocol) -> dict:
     """tau_syn and the synaptic gain of `neurons` from one PSP (tau_mem measured). The
     input reaches every neuron through `psp_rows` synapses (as many as the row budget
-    allows), so the gain is their mean: one synapse's own mismatch would bias it."""
+    allows), so the gain is their mean: one synapse's own mismatch would bias it. A neuron
+    whose PSP reached even the highest threshold spiked, and its trace is no PSP: both
+    values are reported as inf (too large: the PSP grows with either), which steers a
+    bisection down."""
     n_rows = min(protocol.psp_rows, chip.limits.rows_per_hemisphere // 2)
-    t, v = _run(
+    t, v, spiked = _run(
         chip,
         neurons,
         _with(settings, v_th=chip.limits.setting_max),
@@ -308,7 +313,11 @@ def measure_psp(chip, neurons, settings, tau_mem, protocol: Protocol) -> dict:
         lo = grid[rows, np.maximum(i - 1, 0)]
         hi = grid[rows, np.minimum(i + 1, grid.shape[1] - 1)]
         grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 16)[None, :]
-    return {"tau_syn": best_tau, "synapse_gain": best_amp / (protocol.psp_weight * n_rows)}
+    gain = best_amp / (protocol.psp_weight * n_rows)
+    return {
+        "tau_syn": np.where(spiked, np.inf, best_tau),
+        "synapse_gain": np.where(spiked, np.inf, gain),
+    }
 
 
 def _fit_affine(k, v):

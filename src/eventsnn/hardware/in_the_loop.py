@@ -68,9 +68,7 @@ def straight_through_round(w, scale, limit=None):
     """``round(clip(w, -limit, limit) * scale) / scale`` forward; backward the clip's
     derivative (1 inside, 0 where saturated) with the rounding passed straight through.
     `limit` (model units): the largest weight the chip realises (None: no saturation)."""
-    if limit is not None:
-        w = jnp.clip(w, -limit, limit)
-    return w + jax.lax.stop_gradient(jnp.round(w * scale) / scale - w)
+    return classify.quantised(w, 1.0 / scale, 0.0 if limit is None else limit)
 
 
 @dataclass(frozen=True)
@@ -124,6 +122,16 @@ class HardwareSetup:
             tau_syn=float(self.units.time_to_model(t.tau_syn)),
         )
 
+    def quantised_config(self, cfg: classify.ClassifierConfig):
+        """`cfg` with the chip's weight steps and limits: the software model of the
+        deployed network (for quantisation-aware software training)."""
+        s1, s2 = self.scales
+        return dataclasses.replace(
+            cfg,
+            weight_step=(1.0 / s1, 1.0 / s2),
+            weight_limit=(self.input_repeat * WEIGHT_MAX / s1, WEIGHT_MAX / s2),
+        )
+
     def integer_weights(self, params, cfg) -> tuple[np.ndarray, np.ndarray]:
         """The deployed integer weights: ``[n_in * repeat, hidden]`` and ``[hidden, out]``."""
         w1, w2 = (np.asarray(w) for w in classify.weights_of(params, cfg))
@@ -142,12 +150,7 @@ class HardwareSetup:
     def deployed_weights(self, params, cfg):
         """The model weights the chip realises (differentiable: saturation, then rounding
         straight through)."""
-        w1, w2 = classify.weights_of(params, cfg)
-        s1, s2 = self.scales
-        return (
-            straight_through_round(w1, s1, self.input_repeat * WEIGHT_MAX / s1),
-            straight_through_round(w2, s2, WEIGHT_MAX / s2),
-        )
+        return classify.weights_of(params, self.quantised_config(cfg))
 
     def placement(self, cfg, cal: Calibration, limits: Limits):
         """Chip neurons of the hidden and output layers, calibrated ones only: with two
