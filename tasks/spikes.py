@@ -28,12 +28,12 @@ from eventsnn.train import TrainConfig
 #: The one configuration of this task per engine (hyper-parameters live here only).
 CONFIGS = {
     "event": (
-        SpikeClassifierConfig(engine="event", grad="eventprop", hidden=256),
-        TrainConfig(epochs=30, batch_size=32, learning_rate=3e-3, final_learning_rate=1e-4),
+        SpikeClassifierConfig(engine="event", grad="eventprop"),
+        TrainConfig(epochs=30, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4),
     ),
     "discrete": (
-        SpikeClassifierConfig(engine="discrete", grad="surrogate", hidden=256),
-        TrainConfig(epochs=30, batch_size=32, learning_rate=3e-3, final_learning_rate=1e-4),
+        SpikeClassifierConfig(engine="discrete", grad="surrogate"),
+        TrainConfig(epochs=30, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4),
     ),
 }
 
