@@ -16,6 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from calib.backend_args import positive_int
 from eventsnn.classify import ClassifierConfig
 from eventsnn.train import TrainConfig
 
@@ -77,11 +78,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of initial weights and shuffling")
     p.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         default=None,
         help="training epochs (default: 300 event, 200 discrete)",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default 64)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=None, help="samples per step (default 64)"
+    )
     p.add_argument(
         "--metrics",
         type=Path,
@@ -107,14 +110,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--devices",
-        type=int,
+        type=positive_int,
         default=1,
         help="split each batch over this many devices (data parallel; on CPU set "
         "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
     )
     p.add_argument(
         "--train-samples",
-        type=int,
+        type=positive_int,
         default=None,
         help="use only the first N training samples (quick runs)",
     )

@@ -363,3 +363,39 @@ def test_classifier_input_jitter_is_checked_and_used_in_training_only():
     same = loss_and_correct(params, x, y, dataclasses.replace(cfg, input_jitter=0.0))[0]
     moved = loss_and_correct(params, x, y, cfg, jax.random.PRNGKey(1))[0]
     assert float(plain) == float(same) and float(moved) != float(plain)
+
+
+def test_drop_spikes_deletes_real_spikes_at_the_given_rate():
+    """Deleted spikes become padding (time inf); kept ones are untouched; padding stays
+    padding; the fraction deleted matches the rate; the same key gives the same draw."""
+    from eventsnn import drop_spikes
+
+    times = np.full((4, 3000), np.inf)
+    times[:, :2000] = np.linspace(0.0, 0.02, 2000)
+    spikes = Spikes(times, np.where(np.isfinite(times), 5, -1))
+    key = jax.random.PRNGKey(4)
+    t = np.asarray(drop_spikes(key, spikes, 0.25).times)
+    assert np.all(np.isinf(t[:, 2000:]))
+    kept = np.isfinite(t[:, :2000])
+    np.testing.assert_array_equal(t[:, :2000][kept], times[:, :2000][kept])
+    assert 0.23 < 1 - kept.mean() < 0.27
+    np.testing.assert_array_equal(t, np.asarray(drop_spikes(key, spikes, 0.25).times))
+    np.testing.assert_array_equal(np.asarray(drop_spikes(key, spikes, 0.0).times), times)
+
+
+def test_classifier_input_dropout_is_checked_and_used_in_training_only():
+    from eventsnn.classify_spikes import SpikeClassifierConfig, init_params, loss_and_correct
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="input_dropout"):
+            SpikeClassifierConfig(input_dropout=bad).check()
+    cfg = SpikeClassifierConfig(n_in=3, hidden=4, n_classes=2, input_dropout=0.5, t_max=10e-3)
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    params = (params[0] + 2.0, params[1], params[2])
+    x = Spikes(np.array([[1e-3, 2e-3, 3e-3, 4e-3, np.inf]]), np.array([[0, 1, 2, 0, -1]]))
+    y = jnp.array([1])
+    plain = loss_and_correct(params, x, y, cfg)[0]
+    same = loss_and_correct(params, x, y, dataclasses.replace(cfg, input_dropout=0.0))[0]
+    keys = [jax.random.PRNGKey(k) for k in range(6)]
+    losses = {float(loss_and_correct(params, x, y, cfg, k)[0]) for k in keys}
+    assert float(plain) == float(same) and len(losses - {float(plain)}) > 0

@@ -205,6 +205,20 @@ def test_plain_kernel_gives_the_same_values():
         np.testing.assert_allclose(smooth_f(False), smooth_f(True), rtol=1e-12, atol=1e-15)
 
 
+def test_peak_of_an_empty_record_is_rest():
+    """No spikes at all (capacity 0, one sample or a batch): V stays at rest, so the
+    maximum is 0 at time 0, and its gradient is zero, not an error."""
+    ro = readout_of(np.ones((4, 3)), 10 * MS, 5 * MS)
+    for shape in ((0,), (2, 0)):
+        empty = es.Spikes(np.zeros(shape), np.zeros(shape, int))
+        value, time = peak(ro, empty, 25 * MS)
+        assert value.shape == time.shape == shape[:-1] + (3,)
+        np.testing.assert_array_equal(value, 0.0)
+        np.testing.assert_array_equal(time, 0.0)
+    g = jax.grad(lambda r: jnp.sum(peak(r, empty, 25 * MS)[0]))(ro)
+    np.testing.assert_array_equal(g.weights, 0.0)
+
+
 def test_peak_batch_presorted_and_padding():
     """A batch is its samples one by one (records of different lengths); a sorted record
     gives the same with ``presorted=True``; padding anywhere (an inf time, or an index -1

@@ -196,3 +196,17 @@ def test_analytic_and_eventprop_train_alike(tmp_path):
     np.testing.assert_allclose(loss[1], loss[0], rtol=1e-9)
     for a, b in zip(runs[0]["weights"], runs[1]["weights"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--devices", "--train-samples"])
+def test_yinyang_runner_refuses_non_positive_sizes(flag, capsys):
+    """`python -m tasks.yinyang` gives the same one-line error, not a traceback later."""
+    from tasks.yinyang import parser
+
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args([flag, "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2
+    assert [line for line in err if "error" in line] == [
+        f"python -m tasks.yinyang: error: argument {flag}: must be a positive integer, got 0"
+    ]

@@ -13,6 +13,7 @@ from .discrete.surrogate import ArcTan as ArcTan
 from .discrete.surrogate import Sigmoid as Sigmoid
 from .discrete.surrogate import SuperSpike as SuperSpike
 from .discrete.surrogate import Surrogate as Surrogate
+from .encode import drop_spikes as drop_spikes
 from .encode import first_spike_time as first_spike_time
 from .encode import jitter_times as jitter_times
 from .encode import latency_encode as latency_encode

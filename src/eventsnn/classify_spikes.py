@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .discrete.simulate import simulate_discrete
-from .encode import jitter_times
+from .encode import drop_spikes, jitter_times
 from .event.simulate import simulate
 from .event.spike_time import NewtonSolver
 from .event.windows import Windows
@@ -60,6 +60,7 @@ class SpikeClassifierConfig:
     rate_weight: float = 0.0  # weight of the hidden firing-rate penalty
     rate_upper: float = 10.0  # spikes per run above which a hidden neuron is penalised
     input_jitter: float = 0.0  # s, std of noise on input spike times in training (augmentation)
+    input_dropout: float = 0.0  # probability of deleting each input spike in training
     w_in: tuple[float, float] = (0.2, 0.7)  # init mean, std of the parameters
     w_rec: tuple[float, float] = (0.0, 0.5)
     w_out: tuple[float, float] = (0.0, 1.0)
@@ -96,6 +97,8 @@ class SpikeClassifierConfig:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}.")
         if not self.input_jitter >= 0:
             raise ValueError(f"input_jitter must be >= 0 seconds, got {self.input_jitter!r}.")
+        if not 0 <= self.input_dropout < 1:
+            raise ValueError(f"input_dropout must be in [0, 1), got {self.input_dropout!r}.")
         if self.delay < 0:
             raise ValueError(f"delay must be >= 0 seconds, got {self.delay!r}.")
 
@@ -222,8 +225,12 @@ def _discrete_outputs(params, inputs: Spikes, cfg: SpikeClassifierConfig):
 def loss_and_correct(params, inputs: Spikes, labels, cfg: SpikeClassifierConfig, key=None):
     """``(loss, number of correct predictions)`` for one batch. An overflowing spike
     budget stops the run with an error naming it (inside jit too): never a silent loss."""
-    if cfg.input_jitter > 0 and key is not None:
-        inputs = jitter_times(key, inputs, cfg.input_jitter)
+    if key is not None:
+        k_jitter, k_drop = jax.random.split(key)
+        if cfg.input_jitter > 0:
+            inputs = jitter_times(k_jitter, inputs, cfg.input_jitter)
+        if cfg.input_dropout > 0:
+            inputs = drop_spikes(k_drop, inputs, cfg.input_dropout)
     scores, hidden, overflow, _ = outputs(params, inputs, cfg)
     if cfg.loss == "count" and cfg.engine == "event":
         log_p = jax.nn.log_softmax(cfg.count_scale * scores, axis=-1)

@@ -38,6 +38,14 @@ def jitter_times(key, spikes: Spikes, std: float) -> Spikes:
     return Spikes(times, spikes.indices, dtype=times.dtype)
 
 
+def drop_spikes(key, spikes: Spikes, rate: float) -> Spikes:
+    """Training augmentation: every real spike deleted (made padding, time ``inf``) with
+    probability `rate`, independently. Shapes as `spikes`."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, spikes.times.shape)
+    times = jnp.where(keep, spikes.times, jnp.inf)
+    return Spikes(times, spikes.indices, dtype=times.dtype)
+
+
 def rate_encode(key, values, n_steps: int, max_prob: float = 0.5):
     """Bernoulli rate code: ``[..., c]`` values in [0, 1] to ``[..., n_steps, c]`` spike counts
     with per-step probability ``value * max_prob``."""

@@ -170,6 +170,9 @@ def peak(readout: LIReadout, spikes: Spikes, t_max, *, presorted: bool = False, 
     ``smooth=False``: the plain PSP kernel (time constants at least 10% apart,
     `eventsnn.neuron.plain_kernel_ok`) in the differentiated sum, several times cheaper."""
     lead = spikes.times.shape[:-1]
+    if spikes.capacity == 0:  # no input: V stays at rest, its maximum 0 at time 0
+        zero = jnp.zeros((*lead, readout.size), spikes.times.dtype)
+        return zero, zero
     flat = Spikes(
         spikes.times.reshape(-1, spikes.capacity), spikes.indices.reshape(-1, spikes.capacity)
     )
