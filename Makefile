@@ -15,15 +15,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# One pytest process for the whole suite (tests marked slow excluded). It used to be one
-# process per file: XLA CPU keeps each compiled executable in memory mappings of its own and
-# the suite hit Linux's vm.max_map_count after ~100 tests; tests/conftest.py now releases
-# compiled code after every module (benchmarks/compile_sweep.py shows the crash and the fix).
+# The whole suite (tests marked slow excluded) in two pytest-xdist worker processes: most
+# of its time is XLA compiling, which one process runs on ~1.4 of CI's 2 cores; worksteal
+# keeps both workers busy to the end. It used to be one process per file: XLA CPU keeps
+# each compiled executable in memory mappings of its own and the suite hit Linux's
+# vm.max_map_count after ~100 tests; tests/conftest.py now releases compiled code after
+# every module (benchmarks/compile_sweep.py shows the crash and the fix).
 test: venv
-	$(PY) -m pytest -m "not slow" -q --durations=30
+	$(PY) -m pytest -m "not slow" -q -n 2 --dist worksteal --durations=30
 
+# Everything: the slow tests too, and every property test's full example count.
 test-all: venv
-	$(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -n 2 --dist worksteal --durations=30
 
 lint: venv
 	$(PY) -m ruff check src tests benchmarks tasks calib notebooks

@@ -11,7 +11,8 @@ jax.config.update("jax_enable_x64", True)
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # CI: derandomized (same examples every run), no example database, no deadline (the
-# first example of each shape pays a jit compile). HYPOTHESIS_PROFILE=dev explores.
+# first example of each shape pays a jit compile). HYPOTHESIS_PROFILE=dev explores;
+# HYPOTHESIS_PROFILE=thorough draws the full example counts (`make test-all`).
 settings.register_profile(
     "ci",
     deadline=None,
@@ -20,6 +21,8 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# thorough: CI's settings with every property test's full example count (tests/budget.py).
+settings.register_profile("thorough", parent=settings.get_profile("ci"))
 settings.register_profile(
     "dev", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
 )

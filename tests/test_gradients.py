@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from budget import examples
 from gradcheck import (
     FD_RTOL,
     INPUT_TIMES,
@@ -444,7 +445,7 @@ def test_time_constants_are_trainable():
 def test_gradients_on_random_networks():
     tally = collections.Counter()
 
-    @settings(max_examples=16)
+    @settings(max_examples=examples(16, ci=5))
     @given(case=cases(structures=STRUCTURES[1::2]))
     def one(case):
         net, inputs = build(case)
@@ -511,7 +512,7 @@ FLOAT32_RTOL = 1e3 * float(jnp.finfo(jnp.float32).eps)
 FLOAT32_STRUCTURE = STRUCTURES[7]  # 3 layers, the middle one recurrent, delays
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10, ci=3))
 @given(
     st.booleans().flatmap(
         lambda smooth: st.tuples(

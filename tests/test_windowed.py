@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from budget import examples
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -128,7 +129,7 @@ def test_random_networks(seed, delay, ratio, t_refrac):
     assert_same_spikes(syn, params, delay, 0.05, spikes_per_window=3)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40, ci=20), deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     ratio=st.sampled_from([0.5, 1.0, 2.0, 4.0]),

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from budget import examples
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_event_core import MAX_SPIKES, T_MAX, build, cases
@@ -36,7 +37,7 @@ def assert_same_records(a, b, atol=1e-12):
         )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60, ci=10))
 @given(case=cases(), tight=st.booleans())
 def test_same_spikes_as_the_event_loop(case, tight):
     net, inputs = build(case)
@@ -58,11 +59,19 @@ def _loss(net, times, indices, windows, hidden_weight=0.3):
     return jnp.sum(out + hidden_weight * hidden), res
 
 
-_grad = eqx.filter_jit(
-    lambda net, times, indices, windows: jax.grad(
-        lambda n, t: _loss(n, t, indices, windows)[0], argnums=(0, 1)
+# One compile per engine gives the loss, its gradients and the record (the forward alone
+# would be a second compile, and compiles are most of these tests' time).
+_value_and_grad = eqx.filter_jit(
+    lambda net, times, indices, windows: jax.value_and_grad(
+        lambda n, t: _loss(n, t, indices, windows), argnums=(0, 1), has_aux=True
     )(net, times)
 )
+
+
+def _grad(net, times, indices, windows):
+    """``((d loss / d net, d loss / d times), record)``."""
+    (_, res), grads = _value_and_grad(net, times, indices, windows)
+    return grads, res
 
 
 def assert_close_trees(a, b, rtol):
@@ -74,18 +83,17 @@ def assert_close_trees(a, b, rtol):
         np.testing.assert_allclose(y, x, rtol=0, atol=tol, err_msg=jax.tree_util.keystr(path))
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30, ci=5))
 @given(case=cases(), tight=st.booleans())
 def test_same_gradients_as_the_event_loop(case, tight):
     """EventProp over the windows (forward and backward) against EventProp over the event
     loop: every parameter and input time, to 1e-9 of each array's scale (float64)."""
     net, inputs = build(case)
-    loop = run(net, inputs)
+    g_loop, loop = _grad(net, inputs.times, inputs.indices, None)
     assume(not bool(np.asarray(loop.overflow).any()))
     assume(int(np.asarray(loop.counts).sum()) > 0)
-    windows = TIGHT if tight else ROOMY
-    g_loop = _grad(net, inputs.times, inputs.indices, None)
-    g_win = _grad(net, inputs.times, inputs.indices, windows)
+    g_win, windowed = _grad(net, inputs.times, inputs.indices, TIGHT if tight else ROOMY)
+    assert_same_records(loop, windowed)
     assert_close_trees(g_loop, g_win, 1e-9)
 
 
@@ -138,11 +146,14 @@ def test_gradients_match_finite_differences(kind):
     rng = np.random.default_rng(3)
     times = jnp.asarray(np.sort(rng.uniform(0, 0.015, 9)))
     indices = jnp.asarray(rng.integers(0, 3, 9))
-    res = run(net, es.Spikes(times, indices))
+    (g_net, g_t), res = _grad(net, times, indices, ROOMY)
     counts = np.bincount(np.asarray(res.layers[0].indices)[: int(res.counts[0])], minlength=5)
     assert counts.max() >= 2 and int(res.counts[-1]) > 0, counts
-    g_net, g_t = _grad(net, times, indices, ROOMY)
-    f = eqx.filter_jit(lambda n, t: _loss(n, t, indices, ROOMY))
+
+    def f(n, t):  # the loss and record (the compiled gradient's: no second compile)
+        (value, record), _ = _value_and_grad(n, t, indices, ROOMY)
+        return value, record
+
     checked = 0
     for _ in range(4):
         d_net, d_t = _direction(net, rng), rng.normal(size=times.shape) * 1e-3
@@ -185,11 +196,10 @@ def test_batch_gradients_sum_the_samples(delay):
     times = rng.uniform(0, 0.02, (4, 24))
     times[1, 12:] = np.inf
     inputs = es.Spikes(jnp.asarray(times), jnp.asarray(rng.integers(0, 4, (4, 24))))
-    loop, windowed = run(net, inputs), run(net, inputs, TIGHT)
+    g_loop, loop = _grad(net, inputs.times, inputs.indices, None)
+    g_win, windowed = _grad(net, inputs.times, inputs.indices, TIGHT)
     assert_same_records(loop, windowed)
     assert int(np.min(np.asarray(loop.counts))) > 0
-    g_loop = _grad(net, inputs.times, inputs.indices, None)
-    g_win = _grad(net, inputs.times, inputs.indices, TIGHT)
     assert_close_trees(g_loop, g_win, 1e-9)
 
 
