@@ -3,12 +3,14 @@ accuracy.
 
     python -m tasks.spikes [--dataset digits|shd|ssc|shd_like] [--data-dir DIR]
         [--engine event|discrete] [--grad eventprop|analytic|surrogate]
-        [--loss max|integral|count] [--seed S] [--epochs N] [--metrics PATH]
+        [--loss max|integral|count] [--seed S] [--epochs N] [--input-dropout P]
+        [--metrics PATH]
         [--plots DIR] [--checkpoint DIR] [--resume]
 
 Defaults: scikit-learn's 8x8 digits as spike trains (64 channels, offline), a 64-128-10
 network with a recurrent multi-spike hidden layer (1 ms synaptic delay) and a
-leaky-integrator readout read by its maximum voltage, exact EventProp gradients. The last
+leaky-integrator readout read by its maximum voltage, exact EventProp gradients, 50
+epochs with 20% of the input spikes deleted at random in training. The last
 line printed is the test accuracy; the last JSON line of --metrics holds it too, with the
 hidden neurons' mean spike count. SHD/SSC need the official HDF5 files in --data-dir.
 """
@@ -26,14 +28,15 @@ from eventsnn.classify_spikes import SpikeClassifierConfig
 from eventsnn.train import TrainConfig
 
 #: The one configuration of this task per engine (hyper-parameters live here only).
+# Training deletes each input spike with probability 0.2 (`input_dropout`): without it the
+# network fitted the digits' training set to 99% and stopped at 94.8-95.0% test on seeds 1
+# and 2; with it and 50 epochs every seed passes 95% (README).
+_TRAIN = TrainConfig(epochs=50, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4)
 CONFIGS = {
-    "event": (
-        SpikeClassifierConfig(engine="event", grad="eventprop"),
-        TrainConfig(epochs=30, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4),
-    ),
+    "event": (SpikeClassifierConfig(engine="event", grad="eventprop", input_dropout=0.2), _TRAIN),
     "discrete": (
-        SpikeClassifierConfig(engine="discrete", grad="surrogate"),
-        TrainConfig(epochs=30, batch_size=32, learning_rate=5e-3, final_learning_rate=1e-4),
+        SpikeClassifierConfig(engine="discrete", grad="surrogate", input_dropout=0.2),
+        _TRAIN,
     ),
 }
 
@@ -82,6 +85,13 @@ def parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(flag, type=positive_int, default=None, help=f"{what} (default {value})")
     p.add_argument(
+        "--input-dropout",
+        type=float,
+        default=None,
+        help=f"probability of deleting each input spike in training, in [0, 1) "
+        f"(default {model.input_dropout})",
+    )
+    p.add_argument(
         "--metrics",
         type=Path,
         default=None,
@@ -120,6 +130,8 @@ def configs(args) -> tuple[SpikeClassifierConfig, TrainConfig]:
         changes["loss"] = args.loss
     if args.hidden is not None:
         changes["hidden"] = args.hidden
+    if args.input_dropout is not None:
+        changes["input_dropout"] = args.input_dropout
     model = dataclasses.replace(model, **changes)
     model.check()
     t_changes = {"seed": args.seed}

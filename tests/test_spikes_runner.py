@@ -28,7 +28,8 @@ def test_help_lists_the_options():
     for option in (
         "--dataset", "--data-dir", "--engine", "--grad", "--loss", "--seed", "--epochs",
         "--batch-size", "--hidden", "--metrics", "--plots", "--checkpoint", "--resume",
-        "--train-samples", "digits", "shd", "ssc", "eventprop", "analytic", "discrete",
+        "--train-samples", "--input-dropout", "digits", "shd", "ssc", "eventprop", "analytic",
+        "discrete",
     ):  # fmt: skip
         assert option in out.stdout, option
 
@@ -51,6 +52,7 @@ def _exit(argv, capsys):
         (["--epochs", "-1"], "must be a positive integer"),
         (["--batch-size", "0"], "must be a positive integer"),
         (["--train-samples", "16"], "less than one batch"),
+        (["--input-dropout", "1"], "input_dropout must be in [0, 1)"),
     ],
 )
 def test_bad_combination_is_one_clear_error(argv, message, capsys):
