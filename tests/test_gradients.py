@@ -445,7 +445,7 @@ def test_time_constants_are_trainable():
 def test_gradients_on_random_networks():
     tally = collections.Counter()
 
-    @settings(max_examples=examples(16, ci=5))
+    @settings(max_examples=examples(16, ci=3))
     @given(case=cases(structures=STRUCTURES[1::2]))
     def one(case):
         net, inputs = build(case)
