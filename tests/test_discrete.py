@@ -141,6 +141,14 @@ def test_spikes_to_train_bins_by_step():
     train = np.asarray(es.spikes_to_train(spikes, 2, 1e-3, 5))
     assert train.shape == (5, 2)
     assert train[0, 0] == 1 and train[1, 1] == 2 and train.sum() == 3  # 10 ms is past the end
+    # A batch [2, 3, k] is each record binned alone.
+    times = np.random.default_rng(0).uniform(0, 6e-3, (2, 3, 7))
+    indices = np.random.default_rng(1).integers(-1, 2, (2, 3, 7))
+    batch = np.asarray(es.spikes_to_train(es.Spikes(times, indices), 2, 1e-3, 5))
+    assert batch.shape == (2, 3, 5, 2)
+    for a, b in np.ndindex(2, 3):
+        one = es.spikes_to_train(es.Spikes(times[a, b], indices[a, b]), 2, 1e-3, 5)
+        np.testing.assert_array_equal(batch[a, b], np.asarray(one))
 
 
 def test_decoders():

@@ -85,6 +85,30 @@ def test_missing_dataset_file_is_one_line(tmp_path, capsys):
     assert "shd_train.h5" in err[0] and str(tmp_path) in err[0]
 
 
+def test_shd_runs_end_to_end_on_files_in_the_published_layout(tmp_path, capfd):
+    """`--dataset shd` on two small files written in the official HDF5 layout (700
+    channels, 20 classes; the real ones are not here): it trains an epoch and reports the
+    test accuracy of `shd_test`."""
+    pytest.importorskip("h5py")
+    from test_datasets import write_heidelberg
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("test", 20)):
+        counts = rng.integers(5, 30, n)
+        write_heidelberg(
+            tmp_path / f"shd_{split}.h5",
+            [rng.uniform(0, 0.09, k) for k in counts],
+            [rng.integers(0, 700, k) for k in counts],
+            np.arange(n) % 20,
+        )
+    argv = ["--dataset", "shd", "--data-dir", str(tmp_path), "--engine", "discrete",
+            "--epochs", "1", "--batch-size", "8", "--hidden", "8"]  # fmt: skip
+    accuracy = main(argv)
+    summary = json.loads(capfd.readouterr().out.strip().splitlines()[-2])
+    assert summary["dataset"] == "shd_test" and summary["epochs"] == 1
+    assert summary["test_accuracy"] == accuracy and 0 <= accuracy <= 1
+
+
 def test_configs_follow_the_options():
     model, train = configs(parser().parse_args([]))
     assert (model.engine, model.grad, model.loss, model.recurrent) == (

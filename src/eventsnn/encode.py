@@ -65,9 +65,14 @@ def spikes_to_train(spikes: Spikes, n_channels: int, dt: float, n_steps: int, de
     real = jnp.isfinite(step) & (step >= 0) & (step < n_steps) & (spikes.indices >= 0)
     step = jnp.where(real, step, 0).astype(jnp.int32)
     flat = step * n_channels + jnp.where(real, spikes.indices, 0)  # [..., k]
-    one_hot = jax.nn.one_hot(flat, n_steps * n_channels, dtype=spikes.times.dtype)
-    train = jnp.sum(jnp.where(real[..., None], one_hot, 0.0), axis=-2)
-    return train.reshape(spikes.times.shape[:-1] + (n_steps, n_channels))
+    lead, k = spikes.times.shape[:-1], spikes.times.shape[-1]
+    # A scatter-add per record: work and memory in spikes plus the train's size (a one-hot
+    # per spike was k times the train: gigabytes for SHD-sized inputs).
+    counts = real.astype(spikes.times.dtype).reshape(-1, k)
+    train = jax.vmap(
+        lambda f, c: jnp.zeros(n_steps * n_channels, spikes.times.dtype).at[f].add(c)
+    )(flat.reshape(-1, k), counts)
+    return train.reshape(lead + (n_steps, n_channels))
 
 
 def first_spike_time(train: Float[Array, "... T n"], dt: float) -> Float[Array, "... n"]:
