@@ -471,7 +471,7 @@ def test_ttfs_eventprop_matches_analytic_and_finite_differences():
     either form of the PSP kernel (the plain one only for time constants apart)."""
     tally = collections.Counter()
 
-    @settings(max_examples=25)
+    @settings(max_examples=examples(25, ci=12))
     @given(
         seed=st.integers(0, 10_000),
         ratio=st.sampled_from([1.0, 2.0, 0.7, 3.3]),
@@ -512,7 +512,7 @@ FLOAT32_RTOL = 1e3 * float(jnp.finfo(jnp.float32).eps)
 FLOAT32_STRUCTURE = STRUCTURES[7]  # 3 layers, the middle one recurrent, delays
 
 
-@settings(max_examples=examples(10, ci=3))
+@settings(max_examples=examples(10, ci=2))
 @given(
     st.booleans().flatmap(
         lambda smooth: st.tuples(
