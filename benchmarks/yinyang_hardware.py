@@ -40,9 +40,7 @@ def chip_calibration(chip, directory: Path | None, weight_scale, output_weight_s
         cal.check_chip(chip)
         return cal, 0.0
     start = time.perf_counter()
-    base = hardware.Targets()
-    gain = (base.v_th - base.v_leak) / weight_scale
-    targets = dataclasses.replace(base, synapse_gain=gain)
+    targets = hardware.Targets().with_weight_scale(weight_scale)
     groups = calibration_groups(chip.limits, targets, output_weight_scale)
     cal = hardware.calibrate(chip, groups)
     seconds = time.perf_counter() - start

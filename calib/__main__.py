@@ -89,8 +89,7 @@ def main(argv=None) -> int:
             tau_mem=args.tau_mem * 1e6,
             tau_syn=args.tau_syn * 1e6,
             t_refrac=args.refractory_time * 1e6,
-            synapse_gain=(args.threshold - args.leak) / args.weight_scale,
-        )
+        ).with_weight_scale(args.weight_scale)
         chip = open_backend(args.backend, args.chip, **parse_options(args.option))
     except (ValueError, TypeError) as e:
         p.error(str(e))

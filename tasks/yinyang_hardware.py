@@ -153,9 +153,7 @@ def main(argv=None) -> float:
     else:
         lim = chip.limits
         scale = args.output_weight_scale if lim.hemispheres > 1 else None
-        base = hardware.Targets()
-        swing = base.v_th - base.v_leak
-        targets = dataclasses.replace(base, synapse_gain=swing / args.weight_scale)
+        targets = hardware.Targets().with_weight_scale(args.weight_scale)
         groups = calibration_groups(lim, targets, scale)
         cal = hardware.calibrate(chip, groups, progress=True)
         cal.save(path)

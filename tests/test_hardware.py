@@ -572,3 +572,12 @@ def _repo():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
+
+
+def test_targets_with_weight_scale_give_one_swing_per_unit_weight():
+    """A model weight of 1 is one threshold swing: ``weight_scale`` steps of the gain."""
+    t = Targets(v_leak=80.0, v_th=120.0).with_weight_scale(40.0)
+    assert t.synapse_gain == 1.0 and t.v_th == 120.0 and t.tau_mem == Targets().tau_mem
+    for bad in (0.0, -2.0):
+        with pytest.raises(ValueError, match="weight_scale"):
+            Targets().with_weight_scale(bad)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -57,6 +57,14 @@ class Targets:
             raise ValueError(f"target v_reset ({self.v_reset}) must be below v_th ({self.v_th}).")
         if not self.v_leak < self.v_th:
             raise ValueError(f"target v_leak ({self.v_leak}) must be below v_th ({self.v_th}).")
+
+    def with_weight_scale(self, weight_scale: float) -> "Targets":
+        """These targets with the synaptic gain of `weight_scale` integer steps per model
+        weight unit: a unit weight is one threshold swing, ``(v_th - v_leak) / weight_scale``
+        mV per step."""
+        if not weight_scale > 0:
+            raise ValueError(f"weight_scale must be > 0, got {weight_scale!r}.")
+        return replace(self, synapse_gain=(self.v_th - self.v_leak) / weight_scale)
 
     def scale(self, name: str) -> float:
         """What a residual is relative to: the target, or the threshold swing for voltages."""

@@ -64,13 +64,6 @@ def pinned_first_spikes(t_rec, weights, t_pre, tau_mem, tau_syn, slope_floor):
     return jnp.where(fired, jnp.where(fired, t_post, 0.0) - shift, jnp.inf)
 
 
-def straight_through_round(w, scale, limit=None):
-    """``round(clip(w, -limit, limit) * scale) / scale`` forward; backward the clip's
-    derivative (1 inside, 0 where saturated) with the rounding passed straight through.
-    `limit` (model units): the largest weight the chip realises (None: no saturation)."""
-    return classify.quantised(w, 1.0 / scale, 0.0 if limit is None else limit)
-
-
 @dataclass(frozen=True)
 class HardwareSetup:
     """A classifier placed on a chip: model units, placement and input fan-out.
